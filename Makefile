@@ -1,0 +1,30 @@
+# Two entry points (see README): `make demo` runs the enhancer on the bundled sample,
+# `make test` runs the test suite. Both create or reuse the virtual environment in $(VENV).
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+DEMO_OUT ?= out/demo
+
+.PHONY: demo test lint venv
+
+$(VENV)/.runtime-installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.runtime-installed
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.dev-installed
+
+demo: $(VENV)/.runtime-installed
+	$(VENV)/bin/simharmon enhance simharmon/data/sample_frames --out $(DEMO_OUT) --config tiny --mp4
+
+test: $(VENV)/.dev-installed
+	$(PY) -m pytest
+
+lint: $(VENV)/.dev-installed
+	$(VENV)/bin/ruff check simharmon tests benchmarks

@@ -1,0 +1,302 @@
+"""Configuration: frozen, validated dataclasses.
+
+YAML files in ``configs/`` are only their serialization, through OmegaConf structured configs:
+``load_config(path)`` merges a YAML file onto the dataclass schema (unknown keys and wrong types
+fail there), then builds the frozen dataclasses, whose ``__post_init__`` checks the values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Tuple
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+__all__ = [
+    "ConfigError",
+    "DiTConfig",
+    "TokenizerConfig",
+    "DenoiserConfig",
+    "StreamConfig",
+    "EnhancerConfig",
+    "WAN_LATENT_MEAN",
+    "WAN_LATENT_STD",
+    "load_config",
+    "save_config",
+    "config_to_dict",
+    "config_from_dict",
+    "preset_path",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid."""
+
+
+# Wan2.1 per-channel latent statistics (COSMOS.md 3.5).
+WAN_LATENT_MEAN: Tuple[float, ...] = (
+    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
+)  # fmt: skip
+WAN_LATENT_STD: Tuple[float, ...] = (
+    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+)  # fmt: skip
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _freeze_tuple(obj: Any, name: str, cast=float) -> None:
+    """Store a list-like field as a tuple (OmegaConf hands lists back)."""
+    object.__setattr__(obj, name, tuple(cast(v) for v in getattr(obj, name)))
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """Cosmos-Predict2 MiniTrainDIT hyper-parameters (COSMOS.md 1.1). Defaults are the 0.6B model."""
+
+    in_channels: int = 16
+    out_channels: int = 16
+    patch_spatial: int = 2
+    patch_temporal: int = 1
+    concat_padding_mask: bool = True
+    model_channels: int = 1280
+    num_blocks: int = 20
+    num_heads: int = 20
+    mlp_ratio: float = 4.0
+    crossattn_emb_channels: int = 1024
+    use_adaln_lora: bool = True
+    adaln_lora_dim: int = 256
+    max_img_h: int = 240
+    max_img_w: int = 240
+    max_frames: int = 128
+    rope_h_extrapolation_ratio: float = 4.0
+    rope_w_extrapolation_ratio: float = 4.0
+    rope_t_extrapolation_ratio: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "out_channels", "patch_spatial", "patch_temporal",
+                     "model_channels", "num_blocks", "num_heads", "crossattn_emb_channels",
+                     "adaln_lora_dim", "max_img_h", "max_img_w", "max_frames"):  # fmt: skip
+            _require(getattr(self, name) > 0, f"dit.{name} must be positive, got {getattr(self, name)}")
+        _require(
+            self.model_channels % self.num_heads == 0,
+            f"dit.model_channels ({self.model_channels}) must be divisible by dit.num_heads ({self.num_heads})",
+        )
+        head_dim = self.model_channels // self.num_heads
+        _require(head_dim % 2 == 0 and head_dim >= 8, f"dit head_dim must be even and >= 8, got {head_dim}")
+        # RoPE-3D splits head_dim into t/h/w parts; the t part must be even and non-empty.
+        dim_hw = (head_dim // 6) * 2
+        _require(head_dim - 2 * dim_hw > 0, f"dit head_dim {head_dim} leaves no temporal RoPE dimensions")
+        _require(self.mlp_ratio > 0, f"dit.mlp_ratio must be positive, got {self.mlp_ratio}")
+        _require(self.use_adaln_lora, "dit.use_adaln_lora=False is not supported (Cosmos-Predict2 uses AdaLN-LoRA)")
+        _require(self.patch_temporal == 1, "dit.patch_temporal must be 1 (Cosmos-Predict2 text2image)")
+        for name in ("rope_h_extrapolation_ratio", "rope_w_extrapolation_ratio", "rope_t_extrapolation_ratio"):
+            _require(getattr(self, name) > 0, f"dit.{name} must be positive")
+
+    @property
+    def head_dim(self) -> int:
+        return self.model_channels // self.num_heads
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Wan2.1 causal 3D VAE (COSMOS.md 3.3). Defaults are the published tokenizer."""
+
+    base_dim: int = 96
+    z_dim: int = 16
+    dim_mult: Tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    temporal_downsample: Tuple[bool, ...] = (False, True, True)
+    # Harmonizer decoder skip convolutions (skip_conv_0..8, HARMONIZER.md); off in the release commands.
+    skip_connections: bool = False
+    latent_mean: Tuple[float, ...] = WAN_LATENT_MEAN
+    latent_std: Tuple[float, ...] = WAN_LATENT_STD
+
+    def __post_init__(self) -> None:
+        _freeze_tuple(self, "dim_mult", int)
+        _freeze_tuple(self, "temporal_downsample", bool)
+        _freeze_tuple(self, "latent_mean")
+        _freeze_tuple(self, "latent_std")
+        _require(self.base_dim > 0 and self.z_dim > 0, "tokenizer.base_dim and tokenizer.z_dim must be positive")
+        _require(len(self.dim_mult) >= 1 and all(m > 0 for m in self.dim_mult), "tokenizer.dim_mult must be positive")
+        _require(self.num_res_blocks >= 1, "tokenizer.num_res_blocks must be >= 1")
+        _require(
+            len(self.temporal_downsample) == len(self.dim_mult) - 1,
+            f"tokenizer.temporal_downsample needs {len(self.dim_mult) - 1} entries (one per downsample), "
+            f"got {len(self.temporal_downsample)}",
+        )
+        _require(
+            len(self.latent_mean) == self.z_dim and len(self.latent_std) == self.z_dim,
+            f"tokenizer.latent_mean/latent_std need z_dim={self.z_dim} entries, "
+            f"got {len(self.latent_mean)}/{len(self.latent_std)}",
+        )
+        _require(all(s > 0 for s in self.latent_std), "tokenizer.latent_std must be positive")
+        if self.skip_connections:
+            _require(
+                len(self.dim_mult) == 4 and self.num_res_blocks == 2,
+                "tokenizer.skip_connections needs the Wan2.1 layout (4 stages, 2 residual blocks)",
+            )
+
+    @property
+    def spatial_compression(self) -> int:
+        return 2 ** (len(self.dim_mult) - 1)
+
+    @property
+    def temporal_compression(self) -> int:
+        return 2 ** sum(self.temporal_downsample)
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    """The single-step rectified-flow denoiser (COSMOS.md 2, HARMONIZER.md)."""
+
+    timestep: float = 250.0  # sigma = timestep / 1000
+    null_text_tokens: int = 512  # length of the all-zero text condition
+    sigma_data: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(0 < self.timestep < 1000, f"denoiser.timestep must be in (0, 1000), got {self.timestep}")
+        _require(self.null_text_tokens > 0, "denoiser.null_text_tokens must be positive")
+        _require(self.sigma_data == 1.0, "denoiser.sigma_data must be 1.0 (RectifiedFlowScaling asserts it)")
+
+    @property
+    def sigma(self) -> float:
+        return self.timestep / 1000.0
+
+
+LAYOUTS = ("release", "per_frame")
+HISTORY_POLICIES = ("partial", "full", "none")
+REFERENCE_LATENTS = ("reencode", "output")
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Temporal conditioning of the streaming enhancer (HARMONIZER.md, issue "Streaming enhancer core").
+
+    layout: "release" (ring of enhanced frames, re-encoded with the current frame on the VAE's time
+        axis) or "per_frame" (paper Eq. 2: ring of enhanced latents, each frame encoded alone).
+    offsets: how far back each reference is (1 = previous frame), newest first.
+    history: "partial" conditions on the references that exist; "full" runs non-temporal until
+        every offset is available (the release's behaviour); "none" is non-temporal throughout.
+    reference_latent: per-frame layout only. "reencode" encodes the decoded, quantized output
+        (exact); "output" reuses the denoiser's output latent (skips an encode; approximate).
+    """
+
+    layout: str = "release"
+    offsets: Tuple[int, ...] = (1, 2, 3, 4)
+    history: str = "full"
+    reference_latent: str = "reencode"
+
+    def __post_init__(self) -> None:
+        _freeze_tuple(self, "offsets", int)
+        _require(self.layout in LAYOUTS, f"stream.layout must be one of {LAYOUTS}, got {self.layout!r}")
+        _require(self.history in HISTORY_POLICIES, f"stream.history must be one of {HISTORY_POLICIES}, got {self.history!r}")
+        _require(
+            self.reference_latent in REFERENCE_LATENTS,
+            f"stream.reference_latent must be one of {REFERENCE_LATENTS}, got {self.reference_latent!r}",
+        )
+        _require(len(self.offsets) >= 1, "stream.offsets needs at least one offset")
+        _require(all(o >= 1 for o in self.offsets), f"stream.offsets must be >= 1 (past frames), got {self.offsets}")
+        _require(len(set(self.offsets)) == len(self.offsets), f"stream.offsets must be distinct, got {self.offsets}")
+
+    @property
+    def num_refs(self) -> int:
+        return len(self.offsets)
+
+    @property
+    def history_length(self) -> int:
+        """Frames the ring must hold so that every offset is available."""
+        return max(self.offsets)
+
+
+@dataclass(frozen=True)
+class EnhancerConfig:
+    """Everything needed to build and run an enhancer."""
+
+    name: str = "cosmos-0.6b"
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    dtype: str = "float32"  # compute dtype: float32, bfloat16 or float16
+    untrained: bool = False  # True for presets that ship without trained weights
+
+    def __post_init__(self) -> None:
+        _require(self.dtype in ("float32", "bfloat16", "float16"), f"dtype must be float32/bfloat16/float16, got {self.dtype!r}")
+        _require(
+            self.dit.in_channels == self.tokenizer.z_dim == self.dit.out_channels,
+            f"dit in/out channels ({self.dit.in_channels}/{self.dit.out_channels}) must equal "
+            f"tokenizer.z_dim ({self.tokenizer.z_dim})",
+        )
+
+        if self.stream.layout == "release":
+            group = self.tokenizer.temporal_compression
+            _require(
+                self.stream.num_refs % group == 0,
+                f"stream.layout 'release' stacks the references on the VAE's time axis, which groups "
+                f"{group} frames per latent: stream.offsets needs a multiple of {group} entries, "
+                f"got {len(self.stream.offsets)}",
+            )
+
+    @property
+    def pixel_multiple(self) -> int:
+        """Frame height and width must be multiples of this (VAE stride times DiT patch)."""
+        return self.tokenizer.spatial_compression * self.dit.patch_spatial
+
+    def replace(self, **changes: Any) -> EnhancerConfig:
+        """A copy with top-level fields or sections replaced (validation runs again)."""
+        return dataclasses.replace(self, **changes)
+
+
+_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def preset_path(name: str) -> Path:
+    """Path of a bundled preset, e.g. ``preset_path("tiny")`` -> ``configs/tiny.yaml``."""
+    path = _CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in _CONFIG_DIR.glob("*.yaml"))
+        raise ConfigError(f"no preset named {name!r}; available: {available}")
+    return path
+
+
+def config_from_dict(data: dict) -> EnhancerConfig:
+    """Validate a plain mapping against the schema and build an EnhancerConfig."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(EnhancerConfig), OmegaConf.create(data))
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:  # unknown key, wrong type, ...
+        raise ConfigError(f"invalid config: {exc}") from exc
+
+
+def load_config(path_or_name: str | Path) -> EnhancerConfig:
+    """Load a YAML config file, or a bundled preset by name ("tiny", "cosmos-0.6b")."""
+    path = Path(path_or_name)
+    if not path.exists() and path.suffix not in (".yaml", ".yml") and len(path.parts) == 1:
+        path = preset_path(str(path_or_name))
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as exc:  # YAML syntax errors
+        raise ConfigError(f"could not parse config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    return config_from_dict(data)
+
+
+def config_to_dict(config: EnhancerConfig) -> dict:
+    """Plain, YAML/JSON-serializable mapping of a config."""
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+
+
+def save_config(config: EnhancerConfig, path: str | Path) -> None:
+    """Write a config as YAML."""
+    Path(path).write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
