@@ -29,7 +29,27 @@ from ..models.enhancer import EnhancerModel
 from .frames import check_frame, frame_to_model, model_to_frame
 from .ring import TensorRing
 
-__all__ = ["StreamingEnhancer"]
+__all__ = ["StreamingEnhancer", "run_model_step"]
+
+
+def run_model_step(model: EnhancerModel, layout: str, image: torch.Tensor,
+                   references: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One enhancer forward: encode, denoise, decode latent 0 only.
+
+    image: model-space current frame ``[B, 3, H, W]`` in [-1, 1], in the model's dtype.
+    references: release layout: model-space frames ``[B, 3, H, W]``; per-frame layout: latents
+        ``[B, 16, h, w]``. Empty means a non-temporal step.
+    Returns (decoded frame 0 ``[B, 3, H, W]`` float32 unquantized, its x0 latent ``[B, 16, h, w]``).
+    """
+    if layout == "release":
+        latents = model.encode(torch.stack([image, *references], dim=2))
+    else:
+        current = model.encode(image.unsqueeze(2))
+        latents = torch.cat([current] + [ref.unsqueeze(2) for ref in references], dim=2)
+    x0 = model.denoise(latents)
+    current_x0 = x0[:, :, :1]
+    decoded = model.decode(current_x0.to(model.dtype))
+    return decoded[:, :, 0].float(), current_x0[:, :, 0]
 
 
 class StreamingEnhancer:
@@ -133,23 +153,29 @@ class StreamingEnhancer:
             self.frames_seen += 1
 
     # -- the step -------------------------------------------------------------------------------
-    def enhance_model_space(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Run the model once: model-space ``[B, 3, H, W]`` -> (decoded frame 0, its x0 latent).
+    def references(self) -> List[torch.Tensor]:
+        """The history entries to condition on now, newest offset first (empty = non-temporal).
 
-        Returns the unquantized decoded image ``[B, 3, H, W]`` (float32, about [-1, 1]) and the
-        denoised latent of the current frame ``[B, 16, h, w]``. The history is read, not updated.
+        Release layout: model-space frames ``[B, 3, H, W]``; per-frame layout: latents ``[B, 16, h, w]``.
         """
-        offsets = self._reference_offsets()
-        if self.layout == "release":
-            clip = torch.stack([image] + [self._ring.get(o) for o in offsets], dim=2)
-            latents = self.model.encode(clip)
-        else:
-            current = self._encode_frames(image)
-            latents = torch.cat([current] + [self._ring.get(o).unsqueeze(2) for o in offsets], dim=2)
-        x0 = self.model.denoise(latents)
-        current_x0 = x0[:, :, :1]
-        decoded = self.model.decode(current_x0.to(self.model.dtype))
-        return decoded[:, :, 0].float(), current_x0[:, :, 0]
+        return [self._ring.get(offset) for offset in self._reference_offsets()]
+
+    def enhance_model_space(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Run the model once on model-space ``image: [B, 3, H, W]`` with this stream's history.
+
+        Returns (decoded frame 0 ``[B, 3, H, W]`` float32 unquantized, its x0 latent ``[B, 16, h, w]``).
+        The history is read, not updated.
+        """
+        return run_model_step(self.model, self.layout, image, self.references())
+
+    def remember(self, output_frame: torch.Tensor, output_latent: Optional[torch.Tensor]) -> None:
+        """Push one output (``[B, 3, H, W]`` in [0, 1], and its x0 latent) into the history."""
+        self._remember(output_frame, output_latent)
+        self.frames_seen += 1
+
+    def check_input(self, frame: torch.Tensor) -> torch.Tensor:
+        """Validate a frame for this stream (shape, dtype, size, same size as before); on the model's device."""
+        return self._check_input(frame)
 
     def step(self, frame: torch.Tensor) -> torch.Tensor:
         """Enhance the next frame of the stream.
@@ -164,6 +190,5 @@ class StreamingEnhancer:
         with torch.inference_mode():
             decoded, latent = self.enhance_model_space(frame_to_model(frame, self.model.dtype))
             output = model_to_frame(decoded)
-            self._remember(output, latent)
-        self.frames_seen += 1
+            self.remember(output, latent)
         return output[0] if squeeze else output
