@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test lint venv
+.PHONY: demo test lint venv cpp replay-demo bench-bridge
 
 $(VENV)/.runtime-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,4 +27,13 @@ test: $(VENV)/.dev-installed
 	$(PY) -m pytest
 
 lint: $(VENV)/.dev-installed
-	$(VENV)/bin/ruff check simharmon tests benchmarks
+	$(VENV)/bin/ruff check simharmon tests benchmarks examples
+
+replay-demo: $(VENV)/.runtime-installed
+	$(VENV)/bin/simharmon replay simharmon/data/sample_drive --out out/replay-demo --config tiny
+
+cpp:
+	cmake -S bindings/cpp -B build/cpp && cmake --build build/cpp -j
+
+bench-bridge: $(VENV)/.runtime-installed
+	$(PY) benchmarks/bridge.py

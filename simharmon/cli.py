@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+from .argtypes import positive_int as _positive_int
+
 __all__ = ["main", "build_parser", "subcommand", "Subcommand", "SUBCOMMANDS"]
 
 EXIT_ERROR = 1
@@ -44,16 +46,6 @@ def subcommand(name: str, help: str, configure: Callable[[argparse.ArgumentParse
         return run
 
     return register
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _user_error_types() -> tuple:
@@ -127,6 +119,13 @@ def run_enhance(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- replay (implemented in simharmon/replay/cli.py) --------------------------------------------
+
+from .replay import cli as _replay_cli  # noqa: E402 - registered here, after the registry exists
+
+subcommand("replay", help=_replay_cli.HELP, configure=_replay_cli.configure)(_replay_cli.run)
+
+
 # -- entry point --------------------------------------------------------------------------------
 
 
@@ -157,6 +156,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"simharmon {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
+
+from .bridge import cli as _bridge_cli  # noqa: E402, F401  (registers "serve")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,6 +22,10 @@ __all__ = [
     "DenoiserConfig",
     "StreamConfig",
     "EnhancerConfig",
+    "OptimizationConfig",
+    "EngineConfig",
+    "ENGINE_BACKENDS",
+    "RESOLUTION_BUCKETS",
     "WAN_LATENT_MEAN",
     "WAN_LATENT_STD",
     "load_config",
@@ -174,6 +178,8 @@ class DenoiserConfig:
 LAYOUTS = ("release", "per_frame")
 HISTORY_POLICIES = ("partial", "full", "none")
 REFERENCE_LATENTS = ("reencode", "output")
+HISTORY_WARPS = ("off", "flow", "depth")
+MAX_REGION_BAND = 32  # simharmon.ops.MAX_BAND: the blend kernel's shared-memory tile bound
 
 
 @dataclass(frozen=True)
@@ -187,12 +193,32 @@ class StreamConfig:
         every offset is available (the release's behaviour); "none" is non-temporal throughout.
     reference_latent: per-frame layout only. "reencode" encodes the decoded, quantized output
         (exact); "output" reuses the denoiser's output latent (skips an encode; approximate).
+
+    Options of issue 4 (kernels), all off by default so that the default stays exact to the release;
+    each needs per-frame renderer inputs passed to ``StreamingEnhancer.step`` (see its docstring):
+    history_warp: warp the history entries into the current view before the backbone: "flow"
+        (renderer flow to the previous frame, composed over the ring), "depth" (current depth,
+        intrinsics and the relative pose; exact pose composition and an occlusion test), or "off".
+        Parts of an entry that have no valid source (disoccluded, off-screen) take the current content.
+    depth_tolerance: "depth" only: relative depth tolerance of the occlusion test.
+    region_latent: outside the inserted-actor mask plus ``region_band`` latent cells, the output
+        latent is the input latent (soft band in between).
+    region_band: band radius in latent cells (8 pixels each), 0..32.
+    region_pixel: after decoding, outside the mask plus ``region_pixel_band`` pixels the output is the
+        input frame itself (bit-exact for 8-bit inputs).
+    region_pixel_band: band radius in pixels, 0..32.
     """
 
     layout: str = "release"
     offsets: Tuple[int, ...] = (1, 2, 3, 4)
     history: str = "full"
     reference_latent: str = "reencode"
+    history_warp: str = "off"
+    depth_tolerance: float = 0.02
+    region_latent: bool = False
+    region_band: int = 1
+    region_pixel: bool = False
+    region_pixel_band: int = 8
 
     def __post_init__(self) -> None:
         _freeze_tuple(self, "offsets", int)
@@ -205,6 +231,21 @@ class StreamConfig:
         _require(len(self.offsets) >= 1, "stream.offsets needs at least one offset")
         _require(all(o >= 1 for o in self.offsets), f"stream.offsets must be >= 1 (past frames), got {self.offsets}")
         _require(len(set(self.offsets)) == len(self.offsets), f"stream.offsets must be distinct, got {self.offsets}")
+        _require(self.history_warp in HISTORY_WARPS,
+                 f"stream.history_warp must be one of {HISTORY_WARPS}, got {self.history_warp!r}")
+        _require(0 < self.depth_tolerance < float("inf"),
+                 f"stream.depth_tolerance must be a positive number, got {self.depth_tolerance}")
+        for name in ("region_latent", "region_pixel"):
+            _require(isinstance(getattr(self, name), bool), f"stream.{name} must be a bool, got {getattr(self, name)!r}")
+        for name in ("region_band", "region_pixel_band"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_REGION_BAND,
+                     f"stream.{name} must be an int in [0, {MAX_REGION_BAND}], got {value!r}")
+
+    @property
+    def needs_frame_inputs(self) -> bool:
+        """True when ``step`` needs per-frame renderer inputs (history warping or a region limit)."""
+        return self.history_warp != "off" or self.region_latent or self.region_pixel
 
     @property
     def num_refs(self) -> int:
@@ -253,6 +294,100 @@ class EnhancerConfig:
     def replace(self, **changes: Any) -> EnhancerConfig:
         """A copy with top-level fields or sections replaced (validation runs again)."""
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class OptimizationConfig:
+    """Exact optimizations of the runtime (issue "Compiled runtime"); each can be switched off.
+
+    precompute_modulation: the AdaLN modulations (all blocks and the final layer) for the fixed
+        timestep are computed once, not per frame.
+    skip_null_cross_attention: cross-attention is skipped, but only after checking that the text
+        condition is all zeros (then it is exactly an identity, COSMOS.md 1.4).
+    fold_single_frame_convs: single-frame chunks (the current frame's chunk in encode, latent 0 in
+        decode) run the causal 3x3x3 convolutions as 2D convolutions with ``weight[:, :, -1]``.
+    decode_latent0_only: decode only latent 0 (frame 0 depends on it alone); off decodes every
+        latent frame and keeps frame 0, as the release does.
+    last_block_current_only: the last DiT block computes queries and MLP only for latent frame 0's
+        tokens, and the final layer only for them (the other frames' x0 is never used).
+    fused_io: uint8 HWC in, uint8 HWC out in one conversion each (release quantization).
+    """
+
+    precompute_modulation: bool = True
+    skip_null_cross_attention: bool = True
+    fold_single_frame_convs: bool = True
+    decode_latent0_only: bool = True
+    last_block_current_only: bool = True
+    fused_io: bool = True
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _require(isinstance(getattr(self, f.name), bool), f"optimizations.{f.name} must be a bool")
+        _require(
+            self.decode_latent0_only or not self.last_block_current_only,
+            "optimizations.last_block_current_only needs decode_latent0_only (only latent 0's x0 is computed)",
+        )
+
+    @classmethod
+    def none(cls) -> OptimizationConfig:
+        """Every optimization off: the plain computation."""
+        return cls(**{f.name: False for f in dataclasses.fields(cls)})
+
+    def enabled(self) -> Tuple[str, ...]:
+        """Names of the optimizations that are on."""
+        return tuple(f.name for f in dataclasses.fields(self) if getattr(self, f.name))
+
+
+ENGINE_BACKENDS = ("eager", "compile", "cudagraph", "tensorrt")
+# (width, height) of the static shape buckets: Harmonizer resolution keys 1024, 960, 1360 (HARMONIZER.md).
+RESOLUTION_BUCKETS: Tuple[Tuple[int, int], ...] = ((1024, 576), (960, 544), (1360, 768))
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the runtime engine executes a model (``simharmon.runtime.engine.Engine``).
+
+    backend: "eager", "compile" (torch.compile, inductor), "cudagraph" (the whole step, ring
+        update included, captured over static buffers; CUDA only) or "tensorrt" (torch-tensorrt).
+    dtype: compute dtype the model is cast to: "bfloat16", "float16" or "float32".
+    device: "cuda", "cuda:N" or "cpu".
+    cudagraph_compile: cudagraph backend only: capture the torch.compile'd step (else the eager one).
+    inductor_freezing: compile: let inductor freeze the weights so that constants fold.
+    resolutions: allowed (width, height) buckets; every bucket has static shapes.
+    max_history: largest number of references (V = 1 + max_history frames on the time axis).
+    max_cameras: largest number of same-resolution streams batched in one forward.
+    output_slots: pinned host buffers per stream group that results rotate through; a result must
+        be read before this many later submissions.
+    optimizations: the exact optimizations (all on by default).
+    """
+
+    backend: str = "eager"
+    dtype: str = "bfloat16"
+    device: str = "cuda"
+    cudagraph_compile: bool = True
+    inductor_freezing: bool = True
+    resolutions: Tuple[Tuple[int, int], ...] = RESOLUTION_BUCKETS
+    max_history: int = 4
+    max_cameras: int = 8
+    output_slots: int = 2
+    optimizations: OptimizationConfig = field(default_factory=OptimizationConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "resolutions", tuple(tuple(int(v) for v in r) for r in self.resolutions))
+        _require(self.backend in ENGINE_BACKENDS, f"engine.backend must be one of {ENGINE_BACKENDS}, got {self.backend!r}")
+        _require(self.dtype in ("float32", "bfloat16", "float16"), f"engine.dtype must be float32/bfloat16/float16, got {self.dtype!r}")
+        _require(self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:"),
+                 f"engine.device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")  # fmt: skip
+        _require(self.backend not in ("cudagraph", "tensorrt") or self.device != "cpu",
+                 f"engine.backend {self.backend!r} needs a CUDA device, got device 'cpu'")  # fmt: skip
+        _require(len(self.resolutions) >= 1, "engine.resolutions needs at least one (width, height)")
+        for res in self.resolutions:
+            _require(len(res) == 2 and res[0] > 0 and res[1] > 0, f"engine.resolutions entries must be (width, height) > 0, got {res}")
+        _require(len(set(self.resolutions)) == len(self.resolutions), "engine.resolutions has duplicates")
+        _require(1 <= self.max_history <= 4, f"engine.max_history must be in 1..4 (V = 1..5), got {self.max_history}")
+        _require(self.max_cameras >= 1, f"engine.max_cameras must be >= 1, got {self.max_cameras}")
+        _require(self.output_slots >= 1, f"engine.output_slots must be >= 1, got {self.output_slots}")
+        _require(isinstance(self.optimizations, OptimizationConfig), "engine.optimizations must be an OptimizationConfig")
 
 
 _CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"

@@ -225,6 +225,23 @@ class Attention(nn.Module):
         out = out.transpose(1, 2).reshape(b, -1, self.num_heads * self.head_dim)
         return self.output_dropout(self.output_proj(out))
 
+    def forward_queries(self, x: Tensor, num_queries: int, rope: RopeTable) -> Tensor:
+        """Self-attention output of the first ``num_queries`` tokens only; keys and values use all tokens.
+
+        x: [B, L, D]; rope: (cos, sin) [L, head_dim] -> [B, num_queries, D]. Row for row the same
+        computation as :meth:`forward` (each query row attends independently).
+        """
+        if not self.is_selfattn:
+            raise ValueError("forward_queries is for self-attention only")
+        b, n = x.shape[0], num_queries
+        q = self.q_norm(self.q_proj(x[:, :n]).view(b, n, self.num_heads, self.head_dim))
+        k = self.k_norm(self.k_proj(x).view(b, -1, self.num_heads, self.head_dim))
+        v = self.v_norm(self.v_proj(x).view(b, -1, self.num_heads, self.head_dim))
+        q, k = apply_rope(q, (rope[0][:n], rope[1][:n])), apply_rope(k, rope)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        out = out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)
+        return self.output_dropout(self.output_proj(out))
+
 
 class MLP(nn.Module):
     """Linear -> GELU (exact erf) -> Linear, bias-free."""
@@ -301,6 +318,24 @@ class Block(nn.Module):
         """
         shift, scale, gate = modulation.self_attn
         x = x + gate * self.self_attn(_modulate(x, self.layer_norm_self_attn, shift, scale), rope=rope)
+        if context is not None:
+            shift, scale, gate = modulation.cross_attn
+            x = x + gate * self.cross_attn(_modulate(x, self.layer_norm_cross_attn, shift, scale), context)
+        shift, scale, gate = modulation.mlp
+        return x + gate * self.mlp(_modulate(x, self.layer_norm_mlp, shift, scale))
+
+    def forward_queries(
+        self, x: Tensor, modulation: BlockModulation, context: Tensor | None, rope: RopeTable, num_queries: int
+    ) -> Tensor:
+        """The block's output for the first ``num_queries`` tokens only: [B, L, D] -> [B, num_queries, D].
+
+        Keys and values of the self-attention still come from all L tokens; the queries, the
+        cross-attention and the MLP run on the first ``num_queries`` tokens. Used on the last block
+        when only latent frame 0 (the first tokens in (t, h, w) order) is needed.
+        """
+        shift, scale, gate = modulation.self_attn
+        normed = _modulate(x, self.layer_norm_self_attn, shift, scale)
+        x = x[:, :num_queries] + gate * self.self_attn.forward_queries(normed, num_queries, rope)
         if context is not None:
             shift, scale, gate = modulation.cross_attn
             x = x + gate * self.cross_attn(_modulate(x, self.layer_norm_cross_attn, shift, scale), context)

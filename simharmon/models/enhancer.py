@@ -58,17 +58,24 @@ class EnhancerModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def encode(self, video: torch.Tensor) -> torch.Tensor:
-        """``video: [B, 3, T, H, W]`` in [-1, 1] -> normalized latents ``[B, 16, T', H/8, W/8]``."""
-        return self.tokenizer.encode(video)
+    def encode(self, video: torch.Tensor, return_skips: bool = False):
+        """``video: [B, 3, T, H, W]`` in [-1, 1] -> normalized latents ``[B, 16, T', H/8, W/8]``.
+
+        With ``return_skips``: ``(latents, skips)``, the encoder activations that the decoder's skip
+        convolutions take (``tokenizer.skip_connections``).
+        """
+        return self.tokenizer.encode(video, return_skips=return_skips)
 
     def denoise(self, latents: torch.Tensor) -> torch.Tensor:
         """One deterministic rectified-flow step: latents in, x0 (float32) out, same shape."""
         return self.denoiser(latents)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalized latents ``[B, 16, T', h, w]`` -> video ``[B, 3, T, 8h, 8w]`` in about [-1, 1]."""
-        return self.tokenizer.decode(latents)
+    def decode(self, latents: torch.Tensor, skips=None) -> torch.Tensor:
+        """Normalized latents ``[B, 16, T', h, w]`` -> video ``[B, 3, T, 8h, 8w]`` in about [-1, 1].
+
+        skips: from ``encode(..., return_skips=True)``, when the decoder has skip convolutions.
+        """
+        return self.tokenizer.decode(latents, skips=skips)
 
 
 def _as_paths(weights: WeightsArg) -> List[Path]:

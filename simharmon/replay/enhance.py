@@ -27,7 +27,17 @@ from .run_record import (
     remove_stale_temp_files,
 )
 
-__all__ = ["EnhanceRequest", "EnhanceResult", "enhance_sequence", "load_backend", "UNTRAINED_WARNING"]
+__all__ = [
+    "EnhanceRequest",
+    "EnhanceResult",
+    "enhance_sequence",
+    "load_backend",
+    "build_backend",
+    "prime_from_outputs",
+    "resolve_device",
+    "weights_field",
+    "UNTRAINED_WARNING",
+]
 
 UNTRAINED_WARNING = """\
 ========================================================================================
@@ -103,7 +113,8 @@ def resolve_device(device: Optional[str]) -> str:
     return device
 
 
-def _weights_field(weights: Sequence[Path], use_ema: bool = False):
+def weights_field(weights: Sequence[Path], use_ema: bool = False):
+    """How a run record names its weights: ``"untrained"``, one resolved path, or a list (EMA marked)."""
     paths = [str(Path(w).resolve()) for w in weights]
     if not paths:
         return "untrained"
@@ -112,25 +123,37 @@ def _weights_field(weights: Sequence[Path], use_ema: bool = False):
     return paths[0] if len(paths) == 1 else paths
 
 
-def _build(request: EnhanceRequest, device: str):
-    """Build the model and its streaming wrapper; returns (stream, effective config)."""
+_weights_field = weights_field  # the name this module used before it was shared
+
+
+def build_backend(weights: Sequence[Path], config: Optional[str], nontemporal: bool, device: str,
+                  trust_checkpoint: bool = False, use_ema: bool = False):
+    """Build the model once; returns ``(model, streaming_cls, effective config)``.
+
+    Create one ``streaming_cls(model, stream=config.stream)`` per camera: each has its own history.
+    """
     import dataclasses
 
     build_enhancer, streaming_cls = load_backend()
-    for weight in request.weights:
+    for weight in weights:
         if not Path(weight).is_file():
             raise FileNotFoundError(f"weights file not found: {weight}")
-    extra = {"trusted": True} if request.trust_checkpoint else {}
-    if request.use_ema:
+    extra = {"trusted": True} if trust_checkpoint else {}
+    if use_ema:
         extra["use_ema"] = True
-    weights = [str(w) for w in request.weights]
-    model = build_enhancer(request.config, weights=weights or None, device=device, strict=True, **extra)
+    model = build_enhancer(config, weights=[str(w) for w in weights] or None, device=device, strict=True, **extra)
     # Weights may carry their own config, so what was built is the reference, not the request.
-    config = model.config
-    if request.nontemporal and config.stream.history != "none":
-        config = config.replace(stream=dataclasses.replace(config.stream, history="none"))
-        return streaming_cls(model, stream=config.stream), config
-    return streaming_cls(model), config
+    effective = model.config
+    if nontemporal and effective.stream.history != "none":
+        effective = effective.replace(stream=dataclasses.replace(effective.stream, history="none"))
+    return model, streaming_cls, effective
+
+
+def _build(request: EnhanceRequest, device: str):
+    """Build the model and its streaming wrapper; returns (stream, effective config)."""
+    model, streaming_cls, config = build_backend(request.weights, request.config, request.nontemporal, device,
+                                                 request.trust_checkpoint, request.use_ema)
+    return streaming_cls(model, stream=config.stream), config
 
 
 def _prepare_out_dir(out_dir: Path, record: RunRecord, overwrite: bool) -> None:
@@ -152,7 +175,7 @@ def _prepare_out_dir(out_dir: Path, record: RunRecord, overwrite: bool) -> None:
     check_resumable(existing, record, out_dir)
 
 
-def _prime(stream, frames_dir: Path, names: Sequence[str], start: int, device: str) -> Optional[tuple]:
+def prime_from_outputs(stream, frames_dir: Path, names: Sequence[str], start: int, device: str) -> Optional[tuple]:
     """Seed the stream with the last outputs before ``start``; returns their [H, W] size (None if none)."""
     from ..runtime.frames import uint8_hwc_to_frame
 
@@ -172,6 +195,9 @@ def _prime(stream, frames_dir: Path, names: Sequence[str], start: int, device: s
     except ValueError as exc:
         raise ValueError(f"cannot resume from the outputs in {frames_dir}: {exc}") from exc
     return size
+
+
+_prime = prime_from_outputs
 
 
 def _read_outputs(frames_dir: Path, names: Sequence[str]):

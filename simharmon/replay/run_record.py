@@ -57,6 +57,8 @@ class RunRecord:
     status: str = "running"  # running, interrupted, failed, partial, complete
     mp4: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict)
+    run_format: str = RUN_FORMAT  # the format tag; another command (replay) uses its own
+    file: str = RUN_FILE
 
     def identity(self) -> Dict[str, Any]:
         """The fields a resumed run must share with the run that wrote the folder."""
@@ -65,7 +67,7 @@ class RunRecord:
     def to_json(self) -> Dict[str, Any]:
         """JSON-serializable mapping (with format tag and update time)."""
         data = {
-            "format": RUN_FORMAT,
+            "format": self.run_format,
             "version": 1,
             "input": self.input,
             "input_kind": self.input_kind,
@@ -85,13 +87,17 @@ class RunRecord:
         return data
 
     def save(self, out_dir: Path) -> None:
-        """Write ``out_dir/run.json`` atomically."""
-        atomic_write_json(Path(out_dir) / RUN_FILE, self.to_json())
+        """Write ``out_dir/<file>`` (``run.json``) atomically."""
+        atomic_write_json(Path(out_dir) / self.file, self.to_json())
 
 
-def read_run_record(out_dir: Path) -> Optional[Dict[str, Any]]:
-    """The parsed ``run.json`` of ``out_dir``, or None when there is none."""
-    path = Path(out_dir) / RUN_FILE
+def read_run_record(out_dir: Path, file: str = RUN_FILE, run_format: str = RUN_FORMAT,
+                    command: str = "simharmon enhance") -> Optional[Dict[str, Any]]:
+    """The parsed ``file`` (``run.json``) of ``out_dir``, or None when there is none.
+
+    Raises IncompatibleRunError when it is unreadable or was not written by ``command`` (``run_format``).
+    """
+    path = Path(out_dir) / file
     if not path.exists():
         return None
     try:
@@ -100,9 +106,9 @@ def read_run_record(out_dir: Path) -> Optional[Dict[str, Any]]:
         raise IncompatibleRunError(
             f"{path} is unreadable ({exc}); pass --overwrite to start over in {out_dir}"
         ) from exc
-    if not isinstance(data, dict) or data.get("format") != RUN_FORMAT:
+    if not isinstance(data, dict) or data.get("format") != run_format:
         raise IncompatibleRunError(
-            f"{path} was not written by 'simharmon enhance'; pass --overwrite to replace it, or choose another --out"
+            f"{path} was not written by '{command}'; pass --overwrite to replace it, or choose another --out"
         )
     return data
 

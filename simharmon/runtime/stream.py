@@ -15,6 +15,12 @@ Two temporal layouts (HARMONIZER.md):
 History policies: ``full`` stays non-temporal until every offset exists (the release), ``partial``
 conditions on what exists (missing offsets take the oldest frame available), ``none`` is
 non-temporal throughout.
+
+Optional features (``StreamConfig``, all off by default; the default path is unchanged and exact to
+the release): history warping into the current view (``history_warp``, ``history_warp.py``),
+region-limited output in latent and/or pixel space (``region_latent`` / ``region_pixel``), both fed
+by per-frame renderer inputs (``inputs.py``); and ``step_uint8``, uint8 frames in and out through the
+fused pack / unpack ops.
 """
 
 from __future__ import annotations
@@ -26,29 +32,55 @@ import torch
 
 from ..config import StreamConfig
 from ..models.enhancer import EnhancerModel
-from .frames import check_frame, frame_to_model, model_to_frame
+from ..ops import masked_blend, pack, unpack
+from .boundary import as_uint8_frames, hwc_to_unit_frame, levels_to_hwc
+from .frames import check_frame, frame_to_model, model_to_frame, quantize_like_release
+from .history_warp import HistoryAligner
+from .inputs import FrameInputs, gather_inputs, latent_mask
 from .ring import TensorRing
 
 __all__ = ["StreamingEnhancer", "run_model_step"]
 
 
-def run_model_step(model: EnhancerModel, layout: str, image: torch.Tensor,
-                   references: Sequence[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+def run_model_step(model: EnhancerModel, layout: str, image: torch.Tensor, references: Sequence[torch.Tensor], *,
+                   current_latent: Optional[torch.Tensor] = None, region_mask: Optional[torch.Tensor] = None,
+                   region_band: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
     """One enhancer forward: encode, denoise, decode latent 0 only.
 
     image: model-space current frame ``[B, 3, H, W]`` in [-1, 1], in the model's dtype.
     references: release layout: model-space frames ``[B, 3, H, W]``; per-frame layout: latents
         ``[B, 16, h, w]``. Empty means a non-temporal step.
+    current_latent: per-frame layout: the current frame's latent ``[B, 16, h, w]`` when already
+        encoded (history warping needs it first); None encodes ``image``.
+    region_mask: ``[B, 1, h, w]`` latent-resolution actor mask: outside it plus ``region_band`` cells,
+        the output latent is the input latent (``masked_blend``); None keeps the whole output.
     Returns (decoded frame 0 ``[B, 3, H, W]`` float32 unquantized, its x0 latent ``[B, 16, h, w]``).
     """
+    # A decoder with skip convolutions needs the encoder's activations (Harmonizer): never drop them.
+    with_skips = model.config.tokenizer.skip_connections
+    skips = None
     if layout == "release":
-        latents = model.encode(torch.stack([image, *references], dim=2))
+        clip = torch.stack([image, *references], dim=2)
+        latents = model.encode(clip, return_skips=True) if with_skips else model.encode(clip)
+        if with_skips:
+            latents, skips = latents
     else:
-        current = model.encode(image.unsqueeze(2))
+        if current_latent is None or with_skips:
+            encoded = model.encode(image.unsqueeze(2), return_skips=with_skips)
+            current, skips = encoded if with_skips else (encoded, None)
+        if current_latent is not None:
+            current = current_latent.unsqueeze(2)
         latents = torch.cat([current] + [ref.unsqueeze(2) for ref in references], dim=2)
     x0 = model.denoise(latents)
     current_x0 = x0[:, :, :1]
-    decoded = model.decode(current_x0.to(model.dtype))
+    if region_mask is not None:
+        # latent 0 is the current frame encoded alone in both layouts (causal VAE): the input latent
+        kept = masked_blend(current_x0[:, :, 0], latents[:, :, 0].to(current_x0.dtype), region_mask, region_band)
+        current_x0 = kept.unsqueeze(2)
+    if skips is None:
+        decoded = model.decode(current_x0.to(model.dtype))
+    else:
+        decoded = model.decode(current_x0.to(model.dtype), skips=skips)
     return decoded[:, :, 0].float(), current_x0[:, :, 0]
 
 
@@ -62,7 +94,10 @@ class StreamingEnhancer:
     def __init__(self, model: EnhancerModel, stream: Optional[StreamConfig] = None):
         self.model = model
         self.stream = stream if stream is not None else model.config.stream
-        self._ring = TensorRing(max(self.stream.history_length, 1))
+        capacity = max(self.stream.history_length, 1)
+        self._ring = TensorRing(capacity)
+        self._aligner = (HistoryAligner(self.stream.history_warp, capacity, self.stream.depth_tolerance)
+                         if self.stream.history_warp != "off" else None)
         self._frame_shape: Optional[Tuple[int, int, int]] = None
         self.frames_seen = 0
 
@@ -75,9 +110,20 @@ class StreamingEnhancer:
     def layout(self) -> str:
         return self.stream.layout
 
+    @property
+    def _latent_stride(self) -> int:
+        return self.model.config.tokenizer.spatial_compression
+
+    @property
+    def _ring_stride(self) -> int:
+        """Pixels per ring element: frames in the release layout, latents in the per-frame layout."""
+        return 1 if self.layout == "release" else self._latent_stride
+
     def reset(self) -> None:
         """Start a new stream: forget the history and the frame size."""
         self._ring.clear()
+        if self._aligner is not None:
+            self._aligner.clear()
         self._frame_shape = None
         self.frames_seen = 0
 
@@ -86,9 +132,7 @@ class StreamingEnhancer:
         return StreamingEnhancer(self.model, dataclasses.replace(self.stream, **changes))
 
     # -- input checks ---------------------------------------------------------------------------
-    def _check_input(self, frame: torch.Tensor) -> torch.Tensor:
-        frame = check_frame(frame)
-        batch, _, height, width = frame.shape
+    def _check_size(self, batch: int, height: int, width: int) -> None:
         multiple = self.model.config.pixel_multiple
         if height % multiple or width % multiple:
             raise ValueError(
@@ -111,7 +155,18 @@ class StreamingEnhancer:
                 f"batch {b0} and size {w0}x{h0}; mixed resolutions in one stream are not supported "
                 "(call reset() to start a new stream)"
             )
+
+    def _check_input(self, frame: torch.Tensor) -> torch.Tensor:
+        frame = check_frame(frame)
+        batch, _, height, width = frame.shape
+        self._check_size(batch, height, width)
         return frame.to(self.model.device)
+
+    def _inputs(self, batch: int, height: int, width: int, need_mask: bool = True, **given) -> FrameInputs:
+        if not self.stream.needs_frame_inputs and all(v is None for v in given.values()):
+            return FrameInputs()
+        return gather_inputs(self.stream, batch, height, width, self.model.device,
+                             has_history=len(self._ring) > 0, need_mask=need_mask, **given)
 
     # -- history --------------------------------------------------------------------------------
     def _reference_offsets(self) -> List[int]:
@@ -127,29 +182,47 @@ class StreamingEnhancer:
         """Model-space ``[B, 3, H, W]`` -> one latent frame ``[B, 16, 1, h, w]``."""
         return self.model.encode(image.unsqueeze(2))
 
-    def _remember(self, output_frame: torch.Tensor, output_latent: Optional[torch.Tensor]) -> None:
-        if self.history_length == 0:
-            return
-        image = frame_to_model(output_frame, self.model.dtype)
+    def _remember_image(self, image: torch.Tensor, output_latent: Optional[torch.Tensor],
+                        inputs: Optional[FrameInputs]) -> None:
+        """Push an output given in model space (``[B, 3, H, W]``, the model's dtype)."""
         if self.layout == "release":
             self._ring.push(image)
         elif self.stream.reference_latent == "output" and output_latent is not None:
             self._ring.push(output_latent.to(self.model.dtype))
         else:
             self._ring.push(self._encode_frames(image)[:, :, 0])
+        if self._aligner is not None:
+            if inputs is None:
+                raise ValueError("history_warp needs the per-frame inputs of every remembered frame")
+            self._aligner.push(inputs.scaled(self._ring_stride), like=self._ring.get(1))
 
-    def prime(self, history: Sequence[torch.Tensor]) -> None:
+    def _remember(self, output_frame: torch.Tensor, output_latent: Optional[torch.Tensor],
+                  inputs: Optional[FrameInputs] = None) -> None:
+        if self.history_length == 0:
+            return
+        self._remember_image(frame_to_model(output_frame, self.model.dtype), output_latent, inputs)
+
+    def prime(self, history: Sequence[torch.Tensor], inputs: Optional[Sequence[dict]] = None) -> None:
         """Seed the history with previous OUTPUT frames ``[B, 3, H, W]`` in [0, 1], oldest first.
 
         Used to resume a stream: after priming with the last ``history_length`` outputs, the next
         ``step`` continues exactly as the uninterrupted stream would (except for the approximate
         ``reference_latent="output"`` mode, whose output latents are not recoverable from frames).
+        inputs: with ``history_warp``, one dict per frame of the keyword inputs its ``step`` got
+            (``flow`` or ``depth`` / ``pose`` / ``intrinsics``; a mask is not needed).
         """
+        if self._aligner is not None and (inputs is None or len(inputs) != len(history)):
+            raise ValueError("prime: history_warp needs the per-frame inputs of every primed frame (inputs=[...])")
         self.reset()
-        for frame in history:
+        for index, frame in enumerate(history):
             frame = self._check_input(frame)
+            given = {} if inputs is None else dict(inputs[index])
+            frame_inputs = self._inputs(frame.shape[0], frame.shape[2], frame.shape[3], need_mask=False,
+                                        **{k: given.get(k) for k in ("flow", "depth", "pose", "intrinsics", "mask")})
             with torch.inference_mode():
-                self._remember(frame.float(), None)
+                if self._aligner is not None:
+                    self._aligner.advance(frame_inputs.scaled(self._ring_stride))
+                self._remember(frame.float(), None, frame_inputs)
             self.frames_seen += 1
 
     # -- the step -------------------------------------------------------------------------------
@@ -157,38 +230,113 @@ class StreamingEnhancer:
         """The history entries to condition on now, newest offset first (empty = non-temporal).
 
         Release layout: model-space frames ``[B, 3, H, W]``; per-frame layout: latents ``[B, 16, h, w]``.
+        Not available with ``history_warp`` (the entries are only meaningful once aligned by ``step``).
         """
+        if self._aligner is not None:
+            raise ValueError("references() are not aligned to a view: with history_warp, use step(...)")
         return [self._ring.get(offset) for offset in self._reference_offsets()]
 
     def enhance_model_space(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Run the model once on model-space ``image: [B, 3, H, W]`` with this stream's history.
 
         Returns (decoded frame 0 ``[B, 3, H, W]`` float32 unquantized, its x0 latent ``[B, 16, h, w]``).
-        The history is read, not updated.
+        The history is read, not updated. Options that need per-frame inputs are not applied here.
         """
         return run_model_step(self.model, self.layout, image, self.references())
 
-    def remember(self, output_frame: torch.Tensor, output_latent: Optional[torch.Tensor]) -> None:
+    def remember(self, output_frame: torch.Tensor, output_latent: Optional[torch.Tensor],
+                 inputs: Optional[FrameInputs] = None) -> None:
         """Push one output (``[B, 3, H, W]`` in [0, 1], and its x0 latent) into the history."""
-        self._remember(output_frame, output_latent)
+        self._remember(output_frame, output_latent, inputs)
         self.frames_seen += 1
 
     def check_input(self, frame: torch.Tensor) -> torch.Tensor:
-        """Validate a frame for this stream (shape, dtype, size, same size as before); on the model's device."""
+        """Validate a frame for this stream (shape, dtype, size, same size as before); on the model's device.
+
+        For callers that drive ``references`` / ``remember`` themselves (``MultiStreamEnhancer``):
+        streams whose options need per-frame inputs are refused here, since those callers pass none.
+        """
+        if self.stream.needs_frame_inputs:
+            raise ValueError("stream options history_warp / region_latent / region_pixel need per-frame inputs, "
+                             "which only StreamingEnhancer.step / step_uint8 take")
         return self._check_input(frame)
 
-    def step(self, frame: torch.Tensor) -> torch.Tensor:
+    def _run(self, image: torch.Tensor, inputs: FrameInputs) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The model on ``image`` with this step's options: (decoded ``[B, 3, H, W]`` float32, x0 latent)."""
+        current_latent, region_mask = None, None
+        if self._aligner is None:
+            references = self.references()
+        else:
+            ring_inputs = inputs.scaled(self._ring_stride)
+            self._aligner.advance(ring_inputs)
+            offsets = self._reference_offsets()
+            if offsets and self.layout == "per_frame":
+                current_latent = self._encode_frames(image)[:, :, 0]
+            current = image if self.layout == "release" else current_latent
+            references = [self._aligner.align(self._ring.get(o), o, current, ring_inputs) for o in offsets]
+        if self.stream.region_latent:
+            region_mask = latent_mask(inputs.mask, self._latent_stride)
+        return run_model_step(self.model, self.layout, image, references, current_latent=current_latent,
+                              region_mask=region_mask, region_band=self.stream.region_band)
+
+    def _finish(self, decoded: torch.Tensor, frame: Optional[torch.Tensor], inputs: FrameInputs) -> torch.Tensor:
+        """Decoded model space -> output frame ``[B, 3, H, W]`` float32 on 8-bit levels."""
+        if not self.stream.region_pixel:
+            return model_to_frame(decoded)
+        blended = masked_blend(decoded.float() * 0.5 + 0.5, frame.float(), inputs.mask, self.stream.region_pixel_band)
+        return quantize_like_release(blended)
+
+    def step(self, frame: torch.Tensor, *, flow: Optional[torch.Tensor] = None, depth: Optional[torch.Tensor] = None,
+             pose: Optional[torch.Tensor] = None, intrinsics: Optional[torch.Tensor] = None,
+             mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Enhance the next frame of the stream.
 
         frame: ``[B, 3, H, W]`` (or ``[3, H, W]``) float in [0, 1]; H and W multiples of
             ``model.config.pixel_multiple``; the same size for the whole stream.
+        Per-frame renderer inputs, only for the options that use them (``FrameInputs`` documents the
+        conventions; a given input that no option uses is an error):
+            flow: ``[B, 2, H, W]`` pixels, backward flow to the previous frame (``history_warp="flow"``);
+            depth ``[B, 1, H, W]``, intrinsics ``[B, 3, 3]`` (or ``[3, 3]``), pose ``[B, 4, 4]`` (or
+            ``[4, 4]``) current -> previous camera (``history_warp="depth"``); flow / pose may be
+            omitted on the stream's first frame;
+            mask: ``[B, 1, H, W]`` in [0, 1], the inserted actor (``region_latent`` / ``region_pixel``).
         Returns ``[B, 3, H, W]`` float32 in [0, 1] on 8-bit levels (what the release writes), on
         the model's device.
         """
         squeeze = frame.dim() == 3 if isinstance(frame, torch.Tensor) else False
         frame = self._check_input(frame)
+        batch, _, height, width = frame.shape
+        inputs = self._inputs(batch, height, width, flow=flow, depth=depth, pose=pose, intrinsics=intrinsics, mask=mask)
         with torch.inference_mode():
-            decoded, latent = self.enhance_model_space(frame_to_model(frame, self.model.dtype))
-            output = model_to_frame(decoded)
-            self.remember(output, latent)
+            decoded, latent = self._run(frame_to_model(frame, self.model.dtype), inputs)
+            output = self._finish(decoded, frame, inputs)
+            self.remember(output, latent, inputs)
         return output[0] if squeeze else output
+
+    def step_uint8(self, image, layout: str = "rgb", *, flow: Optional[torch.Tensor] = None,
+                   depth: Optional[torch.Tensor] = None, pose: Optional[torch.Tensor] = None,
+                   intrinsics: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``step`` for 8-bit frames: uint8 in, uint8 out, converted by the fused pack / unpack ops.
+
+        image: uint8 ``[B, H, W, C]`` or ``[H, W, C]`` (numpy or torch, any strides), C = 3 for
+            ``"rgb"`` / ``"bgr"``, 4 for ``"rgba"`` / ``"bgra"``; only uint8 crosses to the device.
+        Other inputs as ``step``. Returns uint8 ``[B, H, W, C]`` (or ``[H, W, C]``) in the same layout
+        (alpha 255) on the model's device: on the CPU bit-identical to
+        ``frame_to_uint8_hwc(step(uint8_hwc_to_frame(image)))``, history included (tested). On CUDA
+        the conversions use IEEE division like the release's CPU ToTensor.
+        """
+        hwc, squeeze = as_uint8_frames(image, layout)
+        batch, height, width, _ = hwc.shape
+        self._check_size(batch, height, width)
+        hwc = hwc.to(self.model.device)
+        inputs = self._inputs(batch, height, width, flow=flow, depth=depth, pose=pose, intrinsics=intrinsics, mask=mask)
+        with torch.inference_mode():
+            decoded, latent = self._run(pack(hwc, layout, self.model.dtype), inputs)
+            if self.stream.region_pixel:
+                out = levels_to_hwc(self._finish(decoded, hwc_to_unit_frame(hwc, layout), inputs), layout)
+            else:
+                out = unpack(decoded, layout, "truncate")
+            if self.history_length:
+                self._remember_image(pack(out, layout, self.model.dtype), latent, inputs)
+            self.frames_seen += 1
+        return out[0] if squeeze else out

@@ -171,3 +171,22 @@ def test_bad_inputs(model):
         enhancer.step(torch.rand(1, 3, 48, 48))
     enhancer.reset()
     enhancer.step(torch.rand(1, 3, 48, 48))
+
+
+def test_decoder_skip_connections_are_applied(model):
+    """A checkpoint with skip convolutions must run with them (Harmonizer --vae_skip_connection)."""
+    config = model.config.replace(tokenizer=dataclasses.replace(model.config.tokenizer, skip_connections=True))
+    skip_model = build_enhancer(config, seed=3)
+    with torch.no_grad():
+        for index in range(9):
+            getattr(skip_model.tokenizer.decoder, f"skip_conv_{index}").weight.normal_(0, 0.05)
+    frame = uint8_hwc_to_frame(smooth_frames(1)[0])
+    out = StreamingEnhancer(skip_model, dataclasses.replace(config.stream, history="none")).step(frame)
+
+    with torch.no_grad():  # by hand: encode with skips, denoise, decode latent 0 with the same skips
+        latents, skips = skip_model.tokenizer.encode((frame * 2 - 1).unsqueeze(2), return_skips=True)
+        decoded = skip_model.tokenizer.decode(skip_model.denoise(latents)[:, :, :1], skips=skips)[:, :, 0]
+        without = skip_model.tokenizer.decode(skip_model.denoise(latents)[:, :, :1])[:, :, 0]
+    expected = torch.clamp(decoded * 0.5 + 0.5, 0, 1).mul(255).to(torch.uint8).float() / 255
+    assert torch.equal(out, expected)
+    assert not torch.equal(out, torch.clamp(without * 0.5 + 0.5, 0, 1).mul(255).to(torch.uint8).float() / 255)

@@ -1,0 +1,111 @@
+"""``simharmon serve``: run the bridge server until SIGINT or SIGTERM.
+
+Registered in ``simharmon.cli`` by importing this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from ..argtypes import positive_float as _positive_float
+from ..argtypes import positive_int as _positive_int
+from ..cli import subcommand
+
+__all__ = ["run_serve"]
+
+
+def _configure_serve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bind", action="append", default=[], metavar="ENDPOINT",
+                        help="endpoint to bind, repeatable: tcp://127.0.0.1:PORT (PORT may be * for any free "
+                             "port), ipc:///path; default tcp://127.0.0.1:5555. Non-loopback tcp needs --allow-remote")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="allow binding non-loopback addresses (the protocol has no authentication)")
+    parser.add_argument("--engine", choices=("model", "identity"), default="model",
+                        help="model: the enhancer (default); identity: a STAND-IN that returns frames unchanged, "
+                             "for transport tests and benchmarks")
+    parser.add_argument("--config", default=None, metavar="NAME_OR_YAML",
+                        help="enhancer preset (tiny, cosmos-0.6b) or YAML; default: the config in the weights, else tiny")
+    parser.add_argument("--weights", type=Path, action="append", default=[], metavar="PATH",
+                        help="checkpoint file, repeatable; without it the weights are random (untrained)")
+    parser.add_argument("--device", default="auto", metavar="cpu|cuda",
+                        help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    parser.add_argument("--max-streams", type=_positive_int, default=64, metavar="N",
+                        help="live streams over all clients (default 64)")
+    parser.add_argument("--queue-depth", type=_positive_int, default=1, metavar="N",
+                        help="frames waiting per stream before the oldest is dropped (default 1: latest frame wins)")
+    parser.add_argument("--max-batch", type=_positive_int, default=16, metavar="N",
+                        help="streams per engine call (default 16)")
+    parser.add_argument("--stream-idle-s", type=_positive_float, default=30.0, metavar="S",
+                        help="expire a stream after S seconds without frames or messages from its client (default 30)")
+    parser.add_argument("--max-message-mb", type=_positive_float, default=256.0, metavar="MB",
+                        help="largest accepted message in MiB (default 256)")
+    parser.add_argument("--max-width", type=_positive_int, default=3840, metavar="PX")
+    parser.add_argument("--max-height", type=_positive_int, default=2160, metavar="PX")
+    parser.add_argument("--stats-interval-s", type=float, default=10.0, metavar="S",
+                        help="log a stats line every S seconds (0: only at exit)")
+    parser.add_argument("--identity-delay-ms", type=float, default=0.0, metavar="MS",
+                        help="with --engine identity: sleep this long per engine call (simulates a slow model)")
+    parser.add_argument("--torch-threads", type=_positive_int, default=None, metavar="N",
+                        help="torch intra-op threads (default: torch's choice). 1 suits --engine identity and "
+                             "small CPUs: pixel conversion is memory-bound and parallel regions stall when cores "
+                             "are busy")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+
+def _resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@subcommand("serve", help="serve the enhancer to simulators over ZeroMQ (docs/PROTOCOL.md)", configure=_configure_serve)
+def run_serve(args: argparse.Namespace) -> int:
+    """``simharmon serve ...``: build the engine, bind, serve until SIGINT/SIGTERM, exit 0."""
+    from .config import ServerConfig
+    from .engines import build_engine
+    from .protocol import Limits
+    from .server import BridgeServer
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    if args.engine == "identity" and (args.weights or args.config):
+        raise ValueError("--engine identity takes no --config or --weights")
+    limits = Limits(max_message_bytes=int(args.max_message_mb * 1024 * 1024), max_width=args.max_width,
+                    max_height=args.max_height)
+    config = ServerConfig(bind=tuple(args.bind) or ("tcp://127.0.0.1:5555",), allow_remote=args.allow_remote,
+                          limits=limits, max_streams=args.max_streams, queue_depth=args.queue_depth,
+                          max_batch=args.max_batch, stream_idle_s=args.stream_idle_s,
+                          stats_interval_s=max(args.stats_interval_s, 0.0))
+    if args.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    engine = build_engine(args.engine, args.config, list(args.weights), _resolve_device(args.device),
+                          max_streams=args.max_streams, identity_delay_s=args.identity_delay_ms / 1000.0)
+    server = BridgeServer(engine, config)
+
+    def on_signal(signum, frame):
+        print(f"simharmon serve: {signal.Signals(signum).name}, shutting down", file=sys.stderr, flush=True)
+        server.stop()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        label = engine.name
+        if engine.stand_in:
+            label += " -- frames come back unchanged"
+        elif engine.untrained:
+            label += " with random (untrained) weights: outputs are not meaningful enhancements"
+        # One machine-readable line: tests and scripts wait for it and read the endpoints.
+        print(f"simharmon serve: ready on {' '.join(server.endpoints)} (engine: {label})", flush=True)
+        server.serve_forever()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("simharmon serve: stopped", flush=True)
+    return 0

@@ -1,0 +1,147 @@
+"""Frozen, validated settings of the bridge server and client."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+from .protocol import MAX_NAME_BYTES, Limits
+
+__all__ = ["ServerConfig", "ClientConfig", "check_endpoint", "is_loopback_endpoint"]
+
+_TCP = re.compile(r"^tcp://(?P<host>\[[^\]]+\]|[^:/\[\];]+):(?P<port>\*|\d{1,5})$")
+
+
+def _positive(name: str, value, integer: bool = False) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+        raise ValueError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}")
+
+
+def is_loopback_endpoint(endpoint: str) -> bool:
+    """True for ipc:// and inproc:// endpoints and tcp:// on 127.0.0.0/8, ::1 or localhost."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    match = _TCP.match(endpoint)
+    if not match:
+        return False
+    host = match["host"].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # an interface name or a host name: cannot be sure it is local
+        return False
+
+
+def check_endpoint(endpoint: str, allow_remote: bool = False) -> str:
+    """Validate a ZeroMQ endpoint to bind; non-loopback tcp needs ``allow_remote``."""
+    if not isinstance(endpoint, str) or not endpoint:
+        raise ValueError(f"endpoint must be a non-empty string, got {endpoint!r}")
+    if endpoint.startswith(("ipc://", "inproc://")):
+        if len(endpoint.split("://", 1)[1]) == 0:
+            raise ValueError(f"endpoint {endpoint!r} has no path")
+        return endpoint
+    match = _TCP.match(endpoint)
+    if match is None:
+        if allow_remote and endpoint.startswith("tcp://"):
+            return endpoint  # let ZeroMQ parse interface forms such as tcp://eth0:5555
+        raise ValueError(f"endpoint {endpoint!r} is not tcp://HOST:PORT (PORT may be *), ipc://PATH or inproc://NAME")
+    if match["port"] != "*" and not 0 < int(match["port"]) < 65536:
+        raise ValueError(f"endpoint {endpoint!r}: port must be 1..65535 or *")
+    if not allow_remote and not is_loopback_endpoint(endpoint):
+        raise ValueError(f"refusing to bind {endpoint!r}: it is not a loopback address (127.0.0.1, ::1, localhost) "
+                         "and the bridge has no authentication; pass --allow-remote to bind it anyway")
+    return endpoint
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Settings of :class:`simharmon.bridge.server.BridgeServer`.
+
+    bind: endpoints to bind; tcp ones must be loopback unless ``allow_remote``.
+    max_streams: live streams over all clients (a stream = client + sim + camera).
+    queue_depth: frames waiting per stream; a newer frame pushes out the oldest ("superseded").
+    max_batch: streams per engine call.
+    stream_idle_s: a stream with no frame for this long (and its client silent as long) expires.
+    heartbeat_interval_s: advertised to clients; also ZeroMQ's transport heartbeat interval.
+    stats_interval_s: log a stats line this often (0: never).
+    rcvhwm, sndhwm: ZeroMQ high-water marks in messages, per peer (bounds queued memory).
+    poll_interval_s: longest the I/O loop sleeps; bounds shutdown and expiry latency.
+    shutdown_timeout_s: how long shutdown waits for the engine's current batch.
+    latency_window: recent replies kept for latency percentiles.
+    """
+
+    bind: Tuple[str, ...] = ("tcp://127.0.0.1:5555",)
+    allow_remote: bool = False
+    limits: Limits = field(default_factory=Limits)
+    max_streams: int = 64
+    queue_depth: int = 1
+    max_batch: int = 16
+    stream_idle_s: float = 30.0
+    heartbeat_interval_s: float = 1.0
+    stats_interval_s: float = 10.0
+    rcvhwm: int = 64
+    sndhwm: int = 64
+    poll_interval_s: float = 0.05
+    shutdown_timeout_s: float = 5.0
+    latency_window: int = 2048
+
+    def __post_init__(self) -> None:
+        bind = (self.bind,) if isinstance(self.bind, str) else tuple(self.bind)
+        if not bind:
+            raise ValueError("bind needs at least one endpoint")
+        object.__setattr__(self, "bind", tuple(check_endpoint(e, self.allow_remote) for e in bind))
+        if not isinstance(self.limits, Limits):
+            raise ValueError(f"limits must be a Limits, got {type(self.limits).__name__}")
+        for name in ("max_streams", "queue_depth", "max_batch", "rcvhwm", "sndhwm", "latency_window"):
+            _positive(name, getattr(self, name), integer=True)
+        for name in ("stream_idle_s", "heartbeat_interval_s", "poll_interval_s", "shutdown_timeout_s"):
+            _positive(name, getattr(self, name))
+        if isinstance(self.stats_interval_s, bool) or not isinstance(self.stats_interval_s, (int, float)) \
+                or self.stats_interval_s < 0:
+            raise ValueError(f"stats_interval_s must be >= 0, got {self.stats_interval_s!r}")
+        if self.queue_depth > 64:
+            raise ValueError(f"queue_depth above 64 only adds latency, got {self.queue_depth}")
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Settings of :class:`simharmon.bridge.client.BridgeClient`.
+
+    endpoint: the server's endpoint (tcp://HOST:PORT or ipc://PATH).
+    sim: this simulator's name (part of every stream id).
+    timeout_s: bound on every blocking call (send, and waiting for a reply).
+    max_in_flight: pipelined frames awaiting replies before ``submit`` refuses more.
+    zero_copy: send frame arrays without copying them (do not modify an array until its reply).
+    routing_id: the socket identity (random when None); reusing it after a reconnect keeps streams.
+    reconnect_ivl_s, reconnect_ivl_max_s: ZeroMQ reconnect back-off after a lost connection.
+    """
+
+    endpoint: str
+    sim: str = "sim"
+    timeout_s: float = 5.0
+    max_in_flight: int = 8
+    zero_copy: bool = True
+    routing_id: Optional[bytes] = None
+    sndhwm: int = 16
+    rcvhwm: int = 64
+    reconnect_ivl_s: float = 0.1
+    reconnect_ivl_max_s: float = 1.0
+    heartbeat_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.endpoint, str) or "://" not in self.endpoint:
+            raise ValueError(f"endpoint must look like tcp://HOST:PORT or ipc://PATH, got {self.endpoint!r}")
+        if not isinstance(self.sim, str) or not self.sim or len(self.sim.encode()) > MAX_NAME_BYTES:
+            raise ValueError(f"sim must be 1 to {MAX_NAME_BYTES} bytes, got {self.sim!r}")
+        for name in ("timeout_s", "reconnect_ivl_s", "reconnect_ivl_max_s", "heartbeat_interval_s"):
+            _positive(name, getattr(self, name))
+        for name in ("max_in_flight", "sndhwm", "rcvhwm"):
+            _positive(name, getattr(self, name), integer=True)
+        if self.routing_id is not None:
+            if not isinstance(self.routing_id, bytes) or not 1 <= len(self.routing_id) <= 255 \
+                    or self.routing_id[0] == 0:
+                raise ValueError("routing_id must be 1..255 bytes not starting with a zero byte (ZeroMQ reserves those)")

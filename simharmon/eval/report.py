@@ -1,0 +1,128 @@
+"""One self-contained HTML report of a replay: summary tables, plots and videos, embedded.
+
+Plots (PNG) and videos (MP4) are embedded as data URIs, so the single file can be mailed or
+archived; videos larger than ``max_embed_bytes`` in total are linked by relative path instead.
+Numbers that could not be computed are shown as "not computed" with the reason, never as a value.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from ..replay.atomic import atomic_write_bytes
+from .evaluate import GROUND_TRUTH
+from .image_metrics import FG_BINS
+
+__all__ = ["write_report", "format_number"]
+
+_COLUMNS = (("psnr", "PSNR &uarr;", 2), ("mse", "MSE &darr;", 2), ("ssim", "SSIM &uarr;", 4), ("fmse", "fMSE &darr;", 2),
+            ("bmse", "bMSE &darr;", 2), ("lpips", "LPIPS &darr;", 4), ("dino_struct", "DINO-struct &darr;", 5))
+_CSS = """body{font-family:system-ui,sans-serif;margin:24px;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:8px 0 18px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}.warn{background:#fff3cd;border:1px solid #e0c060;
+padding:8px 12px}.na{color:#999}.note{color:#555;font-size:90%}img,video{max-width:100%;border:1px solid #ddd}"""
+
+
+def format_number(value, digits: int = 3) -> str:
+    """A table cell: the number, "inf", or a greyed "not computed"."""
+    if value is None:
+        return '<span class="na">not computed</span>'
+    if isinstance(value, str):
+        return html.escape(value)
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return f"{value:.{digits}f}"
+
+
+def _data_uri(path: Path, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _image_table(methods: Dict[str, Dict], block_key: Optional[str] = None, key: Optional[str] = None) -> str:
+    rows = ["<tr><th>method</th><th>frames</th>" + "".join(f"<th>{label}</th>" for _, label, _ in _COLUMNS) + "</tr>"]
+    for method, entry in methods.items():
+        if "overall" not in entry:
+            continue
+        block = entry["overall"] if block_key is None else entry[block_key].get(key, {})
+        if not block or not block.get("frames"):
+            continue
+        cells = "".join(f"<td>{format_number(block.get(name), digits)}</td>" for name, _, digits in _COLUMNS)
+        rows.append(f"<tr><td>{html.escape(method)}</td><td>{block['frames']}</td>{cells}</tr>")
+    return "<table>" + "".join(rows) + "</table>" if len(rows) > 1 else '<p class="na">no frames</p>'
+
+
+def _temporal_table(methods: Dict[str, Dict]) -> str:
+    rows = ["<tr><th>method</th><th>warping error &darr; (pairs)</th><th>VBench flicker &uarr; "
+            "(static-camera metric)</th></tr>"]
+    for method, entry in methods.items():
+        pairs = entry.get("warp_error_pairs", 0)
+        rows.append(f"<tr><td>{html.escape(method)}</td><td>{format_number(entry.get('warp_error'), 6)} ({pairs})</td>"
+                    f"<td>{format_number(entry.get('vbench_flicker'), 4)}</td></tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def _latency_table(stats: Optional[Dict[str, float]]) -> str:
+    if not stats:
+        return '<p class="na">no latency measured</p>'
+    keys = ("count", "mean", "p50", "p90", "p99", "max", "fps")
+    head = "".join(f"<th>{k}</th>" for k in keys)
+    cells = "".join(f"<td>{format_number(stats.get(k), 0 if k == 'count' else 1)}</td>" for k in keys)
+    return f"<table><tr>{head}</tr><tr>{cells}</tr></table>"
+
+
+def write_report(path: Path, summary: Dict, plots: Dict[str, Path], videos: Dict[str, Path],
+                 max_embed_bytes: int = 40_000_000) -> Path:
+    """Write the HTML report to ``path`` (atomically) and return it."""
+    path = Path(path)
+    methods: Dict[str, Dict] = summary.get("methods", {})
+    drive = summary.get("drive", {})
+    parts: List[str] = [f"<!doctype html><html><head><meta charset='utf-8'><title>simharmon replay: "
+                        f"{html.escape(str(drive.get('name', '')))}</title><style>{_CSS}</style></head><body>",
+                        f"<h1>Replay of {html.escape(str(drive.get('name', '')))}</h1>",
+                        f"<p class='note'>drive: {html.escape(str(drive.get('path', '')))} ({html.escape(str(drive.get('kind', '')))}), "
+                        f"{drive.get('fps', '')} fps; cameras: {html.escape(', '.join(drive.get('cameras', [])))}; "
+                        f"weights: {html.escape(str(summary.get('weights', '')))}; config: "
+                        f"{html.escape(str(summary.get('config_name', '')))}</p>"]
+    if summary.get("untrained"):
+        parts.append("<p class='warn'><b>Untrained weights.</b> The enhancer ran with random weights: its numbers "
+                     "only exercise the pipeline and are not meaningful enhancements.</p>")
+    if summary.get("status") not in (None, "complete"):
+        parts.append(f"<p class='warn'>Run status: {html.escape(str(summary.get('status')))}; only the frames "
+                     "enhanced so far are scored.</p>")
+    parts.append("<h2>Image metrics (vs. ground truth, 256x256)</h2>")
+    if any("overall" in e for e in methods.values()):
+        parts.append(_image_table(methods))
+        parts.append("<h3>By foreground ratio</h3>")
+        for label, _, _ in FG_BINS:
+            parts.append(f"<h4>{html.escape(label)}</h4>" + _image_table(methods, "fg_bins", label))
+        for camera in drive.get("cameras", []):
+            parts.append(f"<h3>Camera {html.escape(camera)}</h3>" + _image_table(methods, "per_camera", camera))
+    else:
+        parts.append(f"<p class='na'>{html.escape(summary.get('not_computed', {}).get('image_metrics', 'not computed'))}</p>")
+    parts.append("<h2>Temporal metrics</h2>" + _temporal_table(methods))
+    sources = ", ".join(f"{c}: {s or 'none'}" for c, s in summary.get("flow_source", {}).items())
+    parts.append(f"<p class='note'>Flow for the warping error: {html.escape(sources)}. The {GROUND_TRUTH} row scores the "
+                 "ground-truth sequence itself (a consistency reference). VBench flicker assumes a static camera; "
+                 "with a moving ego camera read the warping error.</p>")
+    parts.append("<h2>Latency</h2>" + _latency_table(methods.get("enhancer", {}).get("latency_ms")))
+    not_computed = summary.get("not_computed", {})
+    if not_computed:
+        items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in not_computed.items())
+        parts.append(f"<h2>Not computed</h2><ul>{items}</ul>")
+    parts.append("<h2>Plots</h2>")
+    for name, plot in plots.items():
+        parts.append(f"<h3>{html.escape(name)}</h3><img alt='{html.escape(name)}' src='{_data_uri(plot, 'image/png')}'>")
+    parts.append("<h2>Videos</h2>")
+    embed = sum(v.stat().st_size for v in videos.values()) <= max_embed_bytes
+    for name, video in videos.items():
+        source = _data_uri(video, "video/mp4") if embed else html.escape(video.relative_to(path.parent).as_posix())
+        parts.append(f"<h3>{html.escape(name)}</h3><video controls loop muted src='{source}'></video>")
+    conventions = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>"
+                          for k, v in summary.get("conventions", {}).items())
+    parts.append(f"<h2>How the numbers are computed</h2><ul class='note'>{conventions}</ul></body></html>")
+    atomic_write_bytes(path, "\n".join(parts).encode("utf-8"))
+    return path

@@ -1,0 +1,309 @@
+"""``simharmon replay``: enhance every camera of a logged drive, then evaluate and report.
+
+Output folder ``RUN``::
+
+    replay.json                          what produced the run (drive, weights, config) and its status
+    cameras/<camera>/enhanced/<name>.png  enhanced frames, written atomically as they are produced
+    cameras/<camera>/latency.json         per-frame enhancer latency (ms)
+    videos/<camera>_enhanced.mp4, videos/side_by_side.mp4
+    metrics/per_frame.csv, metrics/per_frame.json, metrics/summary.json
+    plots/psnr.png, plots/fmse.png, plots/warping_error.png, plots/latency.png
+    report.html                           everything above in one self-contained page
+    enhanced.mcap                         with --mcap: the drive plus enhanced image topics
+
+Cameras are enhanced in time order, interleaved frame by frame as a simulator would render them,
+each with its own StreamingEnhancer (its own history ring) on one shared model. A re-run with the
+same RUN resumes every camera after its last contiguous output, seeding its history from the
+outputs on disk, so the enhanced frames are byte-identical to an uninterrupted run's; metrics,
+plots, videos and the report are recomputed from them at the end of every run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+from .atomic import atomic_write_json
+from .drive import Drive, DriveError
+from .enhance import UNTRAINED_WARNING, build_backend, prime_from_outputs, resolve_device, weights_field
+from .run_record import (
+    IncompatibleRunError,
+    RunRecord,
+    check_resumable,
+    completed_prefix,
+    read_run_record,
+    remove_stale_temp_files,
+)
+
+__all__ = ["ReplayOptions", "ReplayResult", "replay", "REPLAY_FILE", "REPLAY_FORMAT"]
+
+REPLAY_FILE = "replay.json"
+REPLAY_FORMAT = "simharmon-replay-run"
+_RECORD_EVERY_S = 2.0
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """What to replay and how. Weight paths are local files; empty ``weights`` = random weights."""
+
+    drive: Path
+    out: Path
+    weights: Tuple[Path, ...] = ()
+    config: Optional[str] = None
+    nontemporal: bool = False
+    device: str = "auto"
+    drive_kind: str = "auto"
+    fps: Optional[float] = None
+    cameras: Optional[Tuple[str, ...]] = None
+    max_frames: Optional[int] = None
+    overwrite: bool = False
+    trust_checkpoint: bool = False
+    use_ema: bool = False
+    raft_weights: Optional[Path] = None
+    lpips_backbone: Optional[Path] = None
+    lpips_heads: Optional[Path] = None
+    dino_weights: Optional[Path] = None
+    out_of_frame: str = "occluded"
+    mcap: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "drive", Path(self.drive))
+        object.__setattr__(self, "out", Path(self.out))
+        object.__setattr__(self, "weights", tuple(Path(w) for w in self.weights))
+        if self.cameras is not None:
+            object.__setattr__(self, "cameras", tuple(self.cameras))
+            if not self.cameras:
+                raise ValueError("cameras, when given, must name at least one camera")
+        if self.max_frames is not None and (isinstance(self.max_frames, bool) or self.max_frames < 1):
+            raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+        if self.fps is not None and not self.fps > 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+
+
+@dataclass
+class ReplayResult:
+    """Outcome of :func:`replay`."""
+
+    out_dir: Path
+    cameras: List[str]
+    produced: Dict[str, int]
+    resumed_from: Dict[str, int]
+    seconds: float
+    untrained: bool
+    summary_path: Optional[Path] = None
+    report_path: Optional[Path] = None
+    videos: Dict[str, Path] = field(default_factory=dict)
+    mcap_path: Optional[Path] = None
+    status: str = "complete"
+
+
+def camera_dir(out_dir: Path, camera: str) -> Path:
+    return Path(out_dir) / "cameras" / camera
+
+
+def _prepare(out_dir: Path, record: RunRecord, overwrite: bool) -> None:
+    import shutil
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {out_dir} exists and is not a folder")
+    if overwrite:
+        for name in ("cameras", "videos", "metrics", "plots"):
+            if (out_dir / name).is_dir():
+                shutil.rmtree(out_dir / name)
+        for name in (REPLAY_FILE, "report.html", "enhanced.mcap"):
+            if (out_dir / name).is_file():
+                (out_dir / name).unlink()
+        return
+    existing = read_run_record(out_dir, REPLAY_FILE, REPLAY_FORMAT, "simharmon replay")
+    if existing is None:
+        if (out_dir / "cameras").is_dir() and any((out_dir / "cameras").rglob("*.png")):
+            raise IncompatibleRunError(f"{out_dir / 'cameras'} holds PNG files but {out_dir} has no {REPLAY_FILE}; "
+                                       "pass --overwrite to replace them, or choose another --out")
+        return
+    check_resumable(existing, record, out_dir)
+
+
+def _load_latency(path: Path) -> Dict[str, Optional[float]]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {str(k): (None if v is None else float(v)) for k, v in data.get("frames", {}).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}  # a damaged latency log only loses timings, never frames
+
+
+def _save_latency(path: Path, latency: Dict[str, Optional[float]]) -> None:
+    atomic_write_json(path, {"unit": "ms", "frames": latency})
+
+
+class _Camera:
+    """Per-camera replay state: its stream, where it resumes, its outputs and latencies."""
+
+    def __init__(self, drive: Drive, name: str, out_dir: Path, target: int):
+        self.name = name
+        self.names = drive.frame_names(name)
+        self.target = target
+        self.dir = camera_dir(out_dir, name) / "enhanced"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(self.dir)
+        remove_stale_temp_files(self.dir.parent)
+        self.done = completed_prefix(self.dir, self.names)
+        self.start = min(self.done, target)
+        self.latency_path = self.dir.parent / "latency.json"
+        self.latency = _load_latency(self.latency_path)
+        self.stream = None
+        self.frames = None
+
+
+def _step_timed(stream, frame, device: str):
+    import torch
+
+    synchronize = device.startswith("cuda")
+    if synchronize:
+        torch.cuda.synchronize()
+    began = time.perf_counter()
+    output = stream.step(frame)
+    if synchronize:
+        torch.cuda.synchronize()
+    return output, (time.perf_counter() - began) * 1000.0
+
+
+def _enhance(cameras: List[_Camera], drive: Drive, device: str, record: RunRecord, out_dir: Path, progress: bool,
+             log: Callable[[str], None]) -> None:
+    """Run every camera to its target, frame index by frame index."""
+    from tqdm import tqdm
+
+    from ..runtime.frames import frame_to_uint8_hwc, uint8_hwc_to_frame
+    from .atomic import atomic_save_png
+
+    total = sum(c.target for c in cameras)
+    bar = tqdm(total=total, initial=sum(c.start for c in cameras), unit="frame", desc="replay",
+               disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    last_saved = time.perf_counter()
+    try:
+        active = [c for c in cameras if c.start < c.target]
+        for camera in active:
+            camera.frames = drive.iter_frames(camera.name, camera.start)
+        while active:
+            for camera in list(active):
+                item = next(camera.frames, None)
+                if item is None:
+                    raise DriveError(f"camera {camera.name!r} of {drive.info.path} ended after {camera.done} frames, "
+                                     f"but it reported {len(camera.names)}")
+                index, name, image = item
+                try:
+                    output, milliseconds = _step_timed(camera.stream, uint8_hwc_to_frame(image, device=device), device)
+                except ValueError as exc:
+                    raise ValueError(f"cannot enhance frame {name!r} (index {index}) of camera {camera.name!r}: "
+                                     f"{exc}") from exc
+                atomic_save_png(camera.dir / f"{name}.png", frame_to_uint8_hwc(output)[0])
+                camera.latency[name] = round(milliseconds, 3)
+                camera.done = max(camera.done, index + 1)
+                bar.set_postfix_str(f"{camera.name} {milliseconds:.0f} ms", refresh=False)
+                bar.update(1)
+                if index + 1 >= camera.target:
+                    active.remove(camera)
+            if time.perf_counter() - last_saved >= _RECORD_EVERY_S:
+                for camera in cameras:
+                    _save_latency(camera.latency_path, camera.latency)
+                record.completed = sum(min(c.done, c.target) for c in cameras)
+                record.save(out_dir)
+                last_saved = time.perf_counter()
+    finally:
+        bar.close()
+        for camera in cameras:
+            _save_latency(camera.latency_path, camera.latency)
+
+
+def replay(options: ReplayOptions, log: Callable[[str], None] = _stderr) -> ReplayResult:
+    """Replay ``options.drive`` into ``options.out`` (resuming a partial run of the same drive and model).
+
+    Raises FileNotFoundError / DriveError / ValueError for bad inputs (naming the path, camera or
+    frame), IncompatibleRunError when ``out`` holds a different run. KeyboardInterrupt is
+    recorded in ``replay.json`` (status "interrupted") and re-raised; a re-run resumes.
+    """
+    from ..config import config_to_dict
+    from ..eval.evaluate import EvalOptions
+    from .drives import open_drive
+
+    began = time.perf_counter()
+    drive = open_drive(options.drive, options.drive_kind, options.fps)
+    names = list(options.cameras) if options.cameras else drive.cameras
+    for name in names:
+        if name not in drive.cameras:
+            raise DriveError(f"no camera {name!r} in {options.drive}; cameras: {drive.cameras}")
+    device = resolve_device(options.device)
+    eval_options = EvalOptions(options.raft_weights, options.lpips_backbone, options.lpips_heads, options.dino_weights,
+                               options.out_of_frame, device, options.progress)  # validates the paths before any work
+    model, streaming_cls, config = build_backend(options.weights, options.config, options.nontemporal, device,
+                                                 options.trust_checkpoint, options.use_ema)
+    untrained = not options.weights and bool(config.untrained)
+    if untrained:
+        log(UNTRAINED_WARNING.format(name=config.name))
+
+    out_dir = options.out
+    targets = {n: drive.frame_count(n) if options.max_frames is None else min(drive.frame_count(n), options.max_frames)
+               for n in names}
+    record = RunRecord(
+        input=str(Path(options.drive).resolve()), weights=weights_field(options.weights, options.use_ema),
+        config=config_to_dict(config), input_kind=drive.info.kind, device=device, fps=drive.info.fps,
+        frame_count=sum(drive.frame_count(n) for n in names), target_count=sum(targets.values()),
+        run_format=REPLAY_FORMAT, file=REPLAY_FILE,
+        extra={"cameras": names, "frames_per_camera": {n: drive.frame_count(n) for n in names}},
+    )
+    # Which cameras were replayed is part of what a resume must match.
+    record.config = dict(record.config, replay_cameras=names)
+    _prepare(out_dir, record, options.overwrite)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (out_dir, out_dir / "metrics", out_dir / "plots", out_dir / "videos"):
+        remove_stale_temp_files(folder)  # left by a hard kill; never valid outputs
+
+    cameras = [_Camera(drive, n, out_dir, targets[n]) for n in names]
+    for camera in cameras:
+        camera.stream = streaming_cls(model, stream=config.stream)
+        if camera.start:
+            log(f"resuming camera {camera.name}: {camera.start} of {camera.target} frames already in {camera.dir}")
+        if camera.start < camera.target:
+            try:
+                prime_from_outputs(camera.stream, camera.dir, camera.names, camera.start, device)
+            except ValueError as exc:
+                raise ValueError(f"camera {camera.name!r}: {exc}") from exc
+    record.completed = sum(min(c.done, c.target) for c in cameras)
+    record.save(out_dir)
+    try:
+        _enhance(cameras, drive, device, record, out_dir, options.progress, log)
+        complete = all(c.done >= drive.frame_count(c.name) for c in cameras)
+        record.status = "complete" if complete else "partial"
+    except KeyboardInterrupt:
+        record.status = "interrupted"
+        raise
+    except BaseException:
+        record.status = "failed"
+        raise
+    finally:
+        record.completed = sum(min(c.done, c.target) for c in cameras)
+        record.save(out_dir)
+
+    from .replay_outputs import write_outputs
+
+    produced = {c.name: min(c.done, c.target) for c in cameras}
+    result = ReplayResult(out_dir=out_dir, cameras=names, produced=produced,
+                          resumed_from={c.name: c.start for c in cameras}, seconds=0.0, untrained=untrained,
+                          status=record.status)
+    context = {"weights": record.weights, "config_name": config.name, "untrained": untrained,
+               "status": record.status, "device": device}
+    write_outputs(drive, out_dir, {c.name: [c.dir / f"{n}.png" for n in c.names[:produced[c.name]]] for c in cameras},
+                  {c.name: c.latency for c in cameras}, eval_options, context, options.mcap, result, log)
+    result.seconds = time.perf_counter() - began
+    return result
+

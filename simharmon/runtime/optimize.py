@@ -1,0 +1,95 @@
+"""An enhancer model with the exact optimizations switched on, usable wherever an EnhancerModel is.
+
+:class:`OptimizedEnhancer` has the interface that ``run_model_step``, :class:`StreamingEnhancer`
+and :class:`MultiStreamEnhancer` use (``encode``, ``denoise``, ``decode``, ``dtype``, ``device``,
+``config``), so those run the optimized computation unchanged::
+
+    fast = OptimizedEnhancer(model)            # all optimizations on
+    StreamingEnhancer(fast).step(frame)        # same outputs as StreamingEnhancer(model)
+
+Its ``denoise`` returns x0 of latent frame 0 only when ``last_block_current_only`` is on (the
+callers above use frame 0 only). Move or cast this wrapper, not the inner model: the folded 2D
+weights are copies that follow the wrapper (they are rebuilt when they no longer match).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..config import EnhancerConfig, OptimizationConfig
+from ..models.dit import CosmosDiT
+from ..models.enhancer import EnhancerModel
+from .fast_dit import FastDenoiser
+from .fast_vae import FoldedTokenizer
+
+__all__ = ["OptimizedEnhancer"]
+
+
+class OptimizedEnhancer(nn.Module):
+    """Wraps an :class:`EnhancerModel` (sharing its weights) and applies ``optimizations``."""
+
+    def __init__(self, model: EnhancerModel, optimizations: Optional[OptimizationConfig] = None) -> None:
+        super().__init__()
+        if model.config.tokenizer.skip_connections:
+            raise NotImplementedError(
+                "the optimized engine does not support the tokenizer's decoder skip connections yet; "
+                "run this checkpoint with the plain model (StreamingEnhancer(model))"
+            )
+        self.model = model
+        self.optimizations = optimizations if optimizations is not None else OptimizationConfig()
+        self.fast_denoiser = FastDenoiser(model.denoiser, self.optimizations)
+        self.folded = FoldedTokenizer(model.tokenizer) if self.optimizations.fold_single_frame_convs else None
+
+    @property
+    def config(self) -> EnhancerConfig:
+        """The wrapped model's config."""
+        return self.model.config
+
+    @property
+    def dit(self) -> CosmosDiT:
+        """The wrapped model's DiT."""
+        return self.model.dit
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Parameter dtype of the wrapped model."""
+        return self.model.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Parameter device of the wrapped model."""
+        return self.model.device
+
+    def prepare(self) -> OptimizedEnhancer:
+        """Precompute what the optimizations need (one device sync); call after moving or casting."""
+        self._sync_folded()
+        self.fast_denoiser.prepare()
+        return self
+
+    def _sync_folded(self) -> None:
+        if self.folded is None:
+            return
+        ref = self.folded.quant.weight
+        if ref.dtype != self.model.tokenizer.dtype or ref.device != self.model.device:
+            self.folded = FoldedTokenizer(self.model.tokenizer)  # the inner model was moved on its own
+
+    def encode(self, video: Tensor) -> Tensor:
+        """``video: [B, 3, T, H, W]`` in [-1, 1] -> normalized latents ``[B, 16, T', H/8, W/8]``."""
+        if self.folded is None:
+            return self.model.encode(video)
+        self._sync_folded()
+        return self.folded.encode(video)
+
+    def denoise(self, latents: Tensor) -> Tensor:
+        """latents ``[B, 16, T, h, w]`` -> float32 x0, ``[B, 16, 1, h, w]`` if only frame 0 is computed."""
+        return self.fast_denoiser(latents)
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Normalized latents ``[B, 16, T', h, w]`` -> video ``[B, 3, T, 8h, 8w]``."""
+        if self.folded is None:
+            return self.model.decode(latents)
+        self._sync_folded()
+        return self.folded.decode(latents)

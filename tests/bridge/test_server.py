@@ -1,0 +1,147 @@
+"""Round trips through a real server over tcp and ipc, with the Python client."""
+
+import runpy
+import sys
+import time
+
+import numpy as np
+import pytest
+from bridge_helpers import REPO, rgb8, running_server
+
+from simharmon.bridge.client import BridgeClient, BridgeError
+from simharmon.bridge.config import ClientConfig
+from simharmon.bridge.engines import IdentityEngine, ModelEngine
+from simharmon.models.enhancer import build_enhancer
+from simharmon.runtime.frames import uint8_hwc_to_frame
+from simharmon.runtime.multistream import MultiStreamEnhancer
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ipc"])
+def test_round_trip_identity(transport, ipc_dir):
+    bind = ("tcp://127.0.0.1:*",) if transport == "tcp" else (f"ipc://{ipc_dir}/s.sock",)
+    with running_server(bind=bind) as server:
+        with BridgeClient(ClientConfig(server.endpoints[0], timeout_s=5)) as client:
+            welcome = client.hello()
+            assert welcome["stand_in"] is True and welcome["pixel_multiple"] == 16
+            for index in range(3):
+                image = rgb8(seed=index)
+                reply = client.enhance(image, camera="front", frame_index=10 + index, timestamp_us=-7)
+                assert reply.ok and reply.frame_index == 10 + index and reply.header["timestamp_us"] == -7
+                assert reply.header["format"] == "rgb8" and np.array_equal(reply.image, image)
+            assert client.heartbeat() < 5
+            stats = client.stats()
+            assert stats["counts"]["frames_out"] == 3 and stats["client"][0]["camera"] == "front"
+
+
+def test_formats_layers_and_reply_formats():
+    rng = np.random.default_rng(0)
+    with running_server() as server, BridgeClient(ClientConfig(server.endpoints[0], timeout_s=5)) as client:
+        bgra = rng.integers(0, 256, (16, 32, 4), dtype=np.uint8)
+        reply = client.enhance(bgra, format="bgra8", camera="bgra", mask=np.ones((16, 32), np.uint8),
+                               depth=rng.random((16, 32), dtype=np.float32),
+                               flow=np.zeros((16, 32, 2), np.float32), intrinsics=[20, 20, 16, 8], pose=np.eye(4))
+        assert np.array_equal(reply.image, bgra)  # alpha passes through
+        reply = client.enhance(bgra, format="bgra8", camera="bgra", reply_format="rgb8")
+        assert np.array_equal(reply.image, bgra[..., [2, 1, 0]])
+        half = rng.random((16, 32, 3)).astype(np.float16)
+        reply = client.enhance(half, camera="half", reply_format="rgb32f")
+        assert reply.image.dtype == np.float32 and np.array_equal(reply.image, half.astype(np.float32))
+        reply = client.enhance(half, camera="half", reply_format="rgba8")
+        assert np.array_equal(reply.image[..., :3], np.floor(half.astype(np.float32) * 255 + 0.5).astype(np.uint8))
+        assert (reply.image[..., 3] == 255).all()
+
+
+def test_errors_come_back_as_replies_and_streams_keep_working():
+    with running_server(max_streams=2) as server, BridgeClient(ClientConfig(server.endpoints[0], timeout_s=5)) as c:
+        with pytest.raises(BridgeError) as info:
+            c.enhance(rgb8(16, 40))
+        assert info.value.code == "UNSUPPORTED_SIZE" and "multiples of 16" in info.value.message
+        c.enhance(rgb8(), camera="a")
+        with pytest.raises(BridgeError) as info:
+            c.enhance(rgb8(32, 32), camera="a")
+        assert info.value.code == "STREAM_SIZE_CHANGED"
+        assert c.enhance(rgb8(32, 32), camera="a", reset=True).image.shape == (32, 32, 3)
+        c.enhance(rgb8(), camera="b")
+        with pytest.raises(BridgeError) as info:
+            c.enhance(rgb8(), camera="c")
+        assert info.value.code == "TOO_MANY_STREAMS"
+        c.bye("b")  # frees a slot
+        assert c.enhance(rgb8(), camera="c").ok
+        c.reset("c")
+        bad = np.full((16, 32, 3), np.inf, np.float32)
+        with pytest.raises(BridgeError) as info:
+            c.enhance(bad, camera="c", reset=True)
+        assert info.value.code == "BAD_PIXELS"
+        with pytest.raises(ValueError, match="dtype"):
+            c.submit(rgb8().astype(np.int16), format="rgb8")
+
+
+def test_streams_of_one_size_are_batched():
+    engine = IdentityEngine(delay_s=0.2)  # slow enough that four frames queue up behind the first
+    with running_server(engine) as server, BridgeClient(ClientConfig(server.endpoints[0], timeout_s=5)) as client:
+        client.enhance(rgb8(), camera="warmup")
+        for cam in range(4):
+            client.submit(rgb8(seed=cam), camera=f"cam{cam}")
+        replies = list(client.results())
+        assert sorted(r.camera for r in replies) == [f"cam{i}" for i in range(4)] and all(r.ok for r in replies)
+        assert max(engine.batch_sizes) >= 3 and max(r.header["batch"] for r in replies) >= 3
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return build_enhancer("tiny", seed=3)
+
+
+def test_round_trip_with_the_real_tiny_model(tiny_model):
+    """The real enhancer behind the bridge gives what it gives in process (rgb8, 64x48, 2 frames)."""
+    frames = [rgb8(48, 64, seed=s) for s in range(2)]
+    reference = MultiStreamEnhancer(tiny_model)
+    expected = [reference.step_many({"k": uint8_hwc_to_frame(f)})["k"] for f in frames]
+    expected = [np.floor(e[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8) for e in expected]
+    engine = ModelEngine(tiny_model)
+    assert engine.untrained and not engine.stand_in
+    with running_server(engine) as server, BridgeClient(ClientConfig(server.endpoints[0], timeout_s=60)) as client:
+        assert client.hello()["untrained"] is True
+        for image, want in zip(frames, expected):
+            got = client.enhance(image, camera="cam").image
+            assert not np.array_equal(got, image)  # the model did something
+            assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # fp batching effects at most
+
+
+def test_bridge_client_example_runs(monkeypatch, capsys):
+    with running_server() as server:
+        monkeypatch.setattr(sys, "argv", ["bridge_client.py", "--endpoint", server.endpoints[0], "--ticks", "2"])
+        runpy.run_path(str(REPO / "examples" / "bridge_client.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "tick 1 cam1: frame 1 (48, 64, 3)" in out and "server: 4 frames out" in out
+
+
+class FlakyEngine(IdentityEngine):
+    """Refuses frames of cameras named "bad*" (like an input check) and crashes on "boom"."""
+
+    def step_many(self, frames, aux=None):
+        for key in frames:
+            if key.startswith("s/bad"):
+                raise ValueError(f"stream {key!r}: refused")
+            if key.startswith("s/boom"):
+                raise RuntimeError("device lost")
+        return super().step_many(frames, aux)
+
+
+def test_engine_failures_are_isolated_and_reported():
+    engine = FlakyEngine()
+    with running_server(engine, max_batch=8) as server:
+        with BridgeClient(ClientConfig(server.endpoints[0], sim="s", timeout_s=5)) as client:
+            client.enhance(rgb8(), camera="warm")
+            engine.delay_s = 0.3
+            client.submit(rgb8(), camera="warm")  # keeps the engine busy while the next two queue up
+            time.sleep(0.1)
+            client.submit(rgb8(), camera="good")
+            client.submit(rgb8(), camera="bad")
+            replies = {r.camera: r for r in client.results()}
+            engine.delay_s = 0.0
+            assert replies["good"].ok and replies["good"].header["batch"] == 2  # same batch as "bad"
+            assert replies["bad"].code == "ENGINE_ERROR" and "refused" in replies["bad"].message
+            with pytest.raises(BridgeError, match="ENGINE_ERROR.*device lost.*restarts"):
+                client.enhance(rgb8(), camera="boom")
+            assert client.enhance(rgb8(), camera="good").ok  # still serving
