@@ -17,14 +17,19 @@ from typing import Dict, Hashable, List, Mapping, Optional, Protocol, Sequence, 
 
 import torch
 
+from .renderer_inputs import InputConverter
+
 __all__ = ["Engine", "FrameAux", "ModelEngine", "IdentityEngine", "build_engine"]
 
 
 @dataclass(frozen=True)
 class FrameAux:
-    """Optional per-frame extras that travel with a frame. Tensors are ``[1, C, H, W]`` on the
-    engine's device (mask uint8, depth and flow float32); pose is a row-major 4x4 camera-to-world
-    transform (16 floats), intrinsics ``(fx, fy, cx, cy)`` in pixels."""
+    """Optional per-frame extras that travel with a frame, as received (docs/PROTOCOL.md §3.1).
+
+    Tensors are ``[1, C, H, W]`` on the engine's device, possibly views of the received buffers
+    (mask uint8 C = 1, depth float32 C = 1, flow float32 C = 2); pose is a row-major 4x4
+    camera-to-world transform (16 floats), intrinsics ``(fx, fy, cx, cy)`` in pixels.
+    ``renderer_inputs.InputConverter`` turns them into the enhancer's per-frame inputs."""
 
     mask: Optional[torch.Tensor] = None
     depth: Optional[torch.Tensor] = None
@@ -38,13 +43,16 @@ class Engine(Protocol):
     """The interface the server needs from a model.
 
     ``step_many`` enhances one frame per stream: ``frames`` maps a stream key to ``[1, 3, H, W]``
-    float32 in [0, 1] on ``device``; it returns the same keys mapped to ``[1, 3, H, W]`` float32 in
-    [0, 1]. Each key has its own temporal history; frames of equal size may run as one batch.
+    float32 in [0, 1] on ``device``; ``aux`` maps (some of) the same keys to their
+    :class:`FrameAux`; it returns the same keys mapped to ``[1, 3, H, W]`` float32 in [0, 1]. Each
+    key has its own temporal history; frames of equal size may run as one batch. A frame it cannot
+    take raises ValueError/TypeError naming its key (``repr``) before any history changes.
     """
 
     name: str
     untrained: bool
     stand_in: bool
+    used_inputs: List[str]  # protocol fields (layers, intrinsics, pose) the engine reads; others are ignored
     device: torch.device
     pixel_multiple: int
     max_width: int
@@ -73,8 +81,9 @@ class ModelEngine:
     """The real enhancer behind the :class:`Engine` interface (batched per-stream histories).
 
     model: a built ``EnhancerModel``; max_streams: bound on live stream histories.
-    The optional layers (mask, depth, flow) and pose are accepted and ignored: the current
-    enhancer conditions on RGB history only.
+    The optional layers (mask, depth, flow), intrinsics and pose feed the stream options of
+    ``model.config.stream`` that use them (``history_warp``, ``region_latent``, ``region_pixel``),
+    converted by :class:`~simharmon.bridge.renderer_inputs.InputConverter`; the rest are ignored.
     """
 
     stand_in = False
@@ -84,6 +93,8 @@ class ModelEngine:
 
         self.model = model
         self.multi = MultiStreamEnhancer(model, max_streams=max_streams)
+        self.inputs = InputConverter(self.multi.stream_config, model.device)
+        self.used_inputs = self.inputs.used
         config = model.config
         self.name = str(getattr(config, "name", "enhancer"))
         # Random weights whenever no checkpoint was loaded, whatever the preset claims.
@@ -100,12 +111,18 @@ class ModelEngine:
 
     def step_many(self, frames: Mapping[Hashable, torch.Tensor],
                   aux: Optional[Mapping[Hashable, FrameAux]] = None) -> Dict[Hashable, torch.Tensor]:
-        """See :class:`Engine`. ``frames``: key -> ``[1, 3, H, W]`` float32 in [0, 1]."""
-        return self.multi.step_many(frames)
+        """See :class:`Engine`. ``frames``: key -> ``[1, 3, H, W]`` float32 in [0, 1]; ``aux``: their extras."""
+        converted = self.inputs.convert(list(frames), aux)
+        for key in converted.broken:
+            self.multi.reset(key)
+        outputs = self.multi.step_many(frames, converted.inputs)
+        self.inputs.commit(converted.poses)
+        return outputs
 
     def remove(self, key: Hashable) -> None:
         """Drop a stream's history (unknown keys are ignored)."""
         self.multi.remove(key)
+        self.inputs.remove(key)
 
     def keys(self) -> List[Hashable]:
         """Keys of the streams that have a history."""
@@ -122,6 +139,7 @@ class IdentityEngine:
 
     stand_in = True
     untrained = True
+    used_inputs: List[str] = []
 
     def __init__(self, max_streams: int = 64, pixel_multiple: int = 16, max_width: int = 4096,
                  max_height: int = 4096, delay_s: float = 0.0, device: Union[str, torch.device] = "cpu"):

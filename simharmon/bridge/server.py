@@ -241,6 +241,7 @@ class BridgeServer:
             "server": "simharmon", "protocol_versions": [PROTOCOL_VERSION], "client_id": identity.hex(),
             "engine": self.engine.name, "stand_in": bool(self.engine.stand_in), "untrained": bool(self.engine.untrained),
             "formats": list(PIXEL_FORMATS), "layers": list(LAYERS), "options": list(OPTION_NAMES),
+            "inputs": list(getattr(self.engine, "used_inputs", ())),
             "pixel_multiple": self.engine.pixel_multiple,
             "max_width": min(limits.max_width, self.engine.max_width),
             "max_height": min(limits.max_height, self.engine.max_height),

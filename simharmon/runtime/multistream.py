@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Dict, Hashable, List, Mapping, Optional, Tuple
+from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
 from ..config import StreamConfig
 from ..models.enhancer import EnhancerModel
-from .frames import frame_to_model, model_to_frame
-from .stream import StreamingEnhancer, run_model_step
+from .frames import frame_to_model
+from .inputs import FrameInputs
+from .stream import StepPlan, StreamingEnhancer, finish_output, run_model_step
 
-__all__ = ["MultiStreamEnhancer"]
+__all__ = ["INPUT_NAMES", "MultiStreamEnhancer"]
+
+INPUT_NAMES = ("flow", "depth", "pose", "intrinsics", "mask")  # StreamingEnhancer.step's per-frame keywords
 
 
 class MultiStreamEnhancer:
@@ -20,7 +23,11 @@ class MultiStreamEnhancer:
 
     Frames of streams with the same size and the same number of available references run as one
     forward pass of batch N; the results equal N separate ``StreamingEnhancer.step`` calls up to
-    floating-point batching effects (batch-invariant in fp32 on the CPU, tested).
+    floating-point batching effects (batch-invariant in fp32 on the CPU, tested). Per-frame renderer
+    inputs (``step_many``'s ``inputs``) go through each stream's own ``check_step`` / ``plan_step`` /
+    ``remember`` (validation, history warping, region masks) and the batch's ``finish_output``.
+    With ``history_warp`` in the per-frame layout, each stream's current latent is encoded by its
+    own ``plan_step`` (batch 1) before the batched forward.
 
     max_streams: a bound on live streams (a server must not grow without limit); adding one more
         raises ``RuntimeError``: ``remove`` idle ones first.
@@ -60,38 +67,84 @@ class MultiStreamEnhancer:
         """Drop a stream and its history."""
         self._streams.pop(key, None)
 
-    def step_many(self, frames: Mapping[Hashable, torch.Tensor]) -> Dict[Hashable, torch.Tensor]:
+    def step_many(self, frames: Mapping[Hashable, torch.Tensor],
+                  inputs: Optional[Mapping[Hashable, Mapping[str, Optional[torch.Tensor]]]] = None,
+                  ) -> Dict[Hashable, torch.Tensor]:
         """Enhance one frame for each of several streams.
 
         frames: stream key -> ``[1, 3, H, W]`` (or ``[3, H, W]``) float in [0, 1].
-        Returns stream key -> ``[1, 3, H, W]`` float32 in [0, 1] on 8-bit levels. A bad frame raises
-        ValueError/TypeError naming its stream before any stream's history changes.
+        inputs: stream key -> the per-frame renderer inputs of that stream's frame, as the keywords of
+            ``StreamingEnhancer.step`` (``flow`` ``[1, 2, H, W]``, ``depth`` ``[1, 1, H, W]``, ``pose``
+            ``[1, 4, 4]`` current -> previous camera, ``intrinsics`` ``[1, 3, 3]``, ``mask``
+            ``[1, 1, H, W]``; ``inputs.FrameInputs`` gives the conventions). Needed by the stream
+            options ``history_warp`` / ``region_latent`` / ``region_pixel``; a missing key means none.
+        Returns stream key -> ``[1, 3, H, W]`` float32 in [0, 1] on 8-bit levels, equal to separate
+        ``StreamingEnhancer.step`` calls with the same inputs up to floating-point batching effects.
+        A bad frame or input raises ValueError/TypeError naming its stream before any stream's history
+        changes.
         """
-        checked: Dict[Hashable, torch.Tensor] = {}
-        for key, frame in frames.items():
-            state = self.stream(key)
-            try:
-                frame = state.check_input(frame)
-            except (ValueError, TypeError) as exc:
-                raise type(exc)(f"stream {key!r}: {exc}") from exc
-            if frame.shape[0] != 1:
-                raise ValueError(f"stream {key!r}: one frame per stream per call, got batch {frame.shape[0]}")
-            checked[key] = frame
-
-        groups: Dict[Tuple, List[Hashable]] = defaultdict(list)
-        for key, frame in checked.items():
-            groups[(tuple(frame.shape), len(self._streams[key].references()))].append(key)
+        inputs = {} if inputs is None else inputs
+        stray = [key for key in inputs if key not in frames]
+        if stray:
+            raise ValueError(f"stream {stray[0]!r}: inputs given for a stream without a frame in this call")
+        checked = {key: self._check(key, frame, inputs.get(key)) for key, frame in frames.items()}
 
         outputs: Dict[Hashable, torch.Tensor] = {}
         with torch.inference_mode():
+            images = {key: frame_to_model(frame, self.model.dtype) for key, (frame, _) in checked.items()}
+            plans = {key: self._streams[key].plan_step(images[key], frame_inputs)
+                     for key, (_, frame_inputs) in checked.items()}
+            groups: Dict[Tuple, List[Hashable]] = defaultdict(list)
+            for key, plan in plans.items():
+                signature = (tuple(images[key].shape), len(plan.references), plan.current_latent is None,
+                             plan.region_mask is None)
+                groups[signature].append(key)
             for keys in groups.values():
-                states = [self._streams[k] for k in keys]
-                image = frame_to_model(torch.cat([checked[k] for k in keys]), self.model.dtype)
-                per_stream_refs = [s.references() for s in states]
-                references = [torch.cat(level) for level in zip(*per_stream_refs)]
-                decoded, latent = run_model_step(self.model, self.stream_config.layout, image, references)
-                enhanced = model_to_frame(decoded)
-                for index, (key, state) in enumerate(zip(keys, states)):
-                    state.remember(enhanced[index:index + 1], latent[index:index + 1])
-                    outputs[key] = enhanced[index:index + 1]
+                outputs.update(self._run_group(keys, checked, images, plans))
         return {key: outputs[key] for key in frames}
+
+    def _check(self, key: Hashable, frame: torch.Tensor,
+               given: Optional[Mapping[str, Optional[torch.Tensor]]]) -> Tuple[torch.Tensor, FrameInputs]:
+        """Validate one stream's frame and inputs: (frame ``[1, 3, H, W]`` on the device, ``FrameInputs``)."""
+        state = self.stream(key)
+        try:
+            unknown = sorted(set(given or ()) - set(INPUT_NAMES))
+            if unknown:
+                raise TypeError(f"unknown per-frame inputs {unknown}; expected some of {list(INPUT_NAMES)}")
+            frame, frame_inputs = state.check_step(frame, **dict(given or {}))
+            if frame.shape[0] != 1:
+                raise ValueError(f"one frame per stream per call, got batch {frame.shape[0]}")
+        except (ValueError, TypeError) as exc:
+            hint = ("" if given is not None or not state.stream.needs_frame_inputs
+                    else " (per-frame inputs go in step_many(frames, inputs={key: {...}}))")
+            raise type(exc)(f"stream {key!r}: {exc}{hint}") from exc
+        return frame, frame_inputs
+
+    def _run_group(self, keys: List[Hashable], checked: Mapping, images: Mapping,
+                   plans: Mapping[Hashable, StepPlan]) -> Dict[Hashable, torch.Tensor]:
+        """One batched forward for streams whose shapes and plans agree; remembers and returns outputs."""
+        group_plans = [plans[k] for k in keys]
+        references = [_batch(level) for level in zip(*(p.references for p in group_plans))]
+        current_latent = None if group_plans[0].current_latent is None else _batch(
+            [p.current_latent for p in group_plans])
+        region_mask = None if group_plans[0].region_mask is None else _batch([p.region_mask for p in group_plans])
+        decoded, latent = run_model_step(self.model, self.stream_config.layout, _batch([images[k] for k in keys]),
+                                         references, current_latent=current_latent, region_mask=region_mask,
+                                         region_band=self.stream_config.region_band)
+        if self.stream_config.region_pixel:  # per stream: blending against its own frame needs no concatenation
+            enhanced = [finish_output(self.stream_config, decoded[i:i + 1], checked[k][0], checked[k][1].mask)
+                        for i, k in enumerate(keys)]
+        else:
+            whole = finish_output(self.stream_config, decoded, None, None)
+            enhanced = [whole[i:i + 1] for i in range(len(keys))]
+        outputs = {}
+        for index, key in enumerate(keys):
+            output = enhanced[index]
+            self._streams[key].remember(output, latent[index:index + 1], checked[key][1])
+            outputs[key] = output
+        return outputs
+
+
+def _batch(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Concatenate one-item batches along dim 0 (no copy for a single stream)."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(list(tensors))

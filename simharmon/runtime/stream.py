@@ -39,7 +39,7 @@ from .history_warp import HistoryAligner
 from .inputs import FrameInputs, gather_inputs, latent_mask
 from .ring import TensorRing
 
-__all__ = ["StreamingEnhancer", "run_model_step"]
+__all__ = ["StepPlan", "StreamingEnhancer", "finish_output", "run_model_step"]
 
 
 def run_model_step(model: EnhancerModel, layout: str, image: torch.Tensor, references: Sequence[torch.Tensor], *,
@@ -82,6 +82,35 @@ def run_model_step(model: EnhancerModel, layout: str, image: torch.Tensor, refer
     else:
         decoded = model.decode(current_x0.to(model.dtype), skips=skips)
     return decoded[:, :, 0].float(), current_x0[:, :, 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepPlan:
+    """What one step feeds ``run_model_step`` besides the image (``StreamingEnhancer.plan_step``).
+
+    references: newest offset first; release layout ``[B, 3, H, W]`` model-space frames, per-frame
+        layout ``[B, 16, h, w]`` latents, aligned to the current view with ``history_warp``.
+    current_latent: per-frame layout with ``history_warp`` and references: the current frame's
+        latent ``[B, 16, h, w]`` (encoded to fill the alignment's gaps); else None.
+    region_mask: ``region_latent``: the latent-resolution mask ``[B, 1, h, w]``; else None.
+    """
+
+    references: List[torch.Tensor]
+    current_latent: Optional[torch.Tensor] = None
+    region_mask: Optional[torch.Tensor] = None
+
+
+def finish_output(stream: StreamConfig, decoded: torch.Tensor, frame: Optional[torch.Tensor],
+                  mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Decoded model space ``[B, 3, H, W]`` -> output frame ``[B, 3, H, W]`` float32 on 8-bit levels.
+
+    With ``stream.region_pixel``, outside ``mask`` (``[B, 1, H, W]`` in [0, 1]) plus the pixel band
+    the output is ``frame`` (the input, ``[B, 3, H, W]`` in [0, 1]); otherwise both are unused.
+    """
+    if not stream.region_pixel:
+        return model_to_frame(decoded)
+    blended = masked_blend(decoded.float() * 0.5 + 0.5, frame.float(), mask, stream.region_pixel_band)
+    return quantize_like_release(blended)
 
 
 class StreamingEnhancer:
@@ -253,16 +282,33 @@ class StreamingEnhancer:
     def check_input(self, frame: torch.Tensor) -> torch.Tensor:
         """Validate a frame for this stream (shape, dtype, size, same size as before); on the model's device.
 
-        For callers that drive ``references`` / ``remember`` themselves (``MultiStreamEnhancer``):
-        streams whose options need per-frame inputs are refused here, since those callers pass none.
+        For callers that drive ``references`` / ``remember`` themselves without per-frame inputs:
+        streams whose options need them are refused here (``check_step`` takes the inputs).
         """
         if self.stream.needs_frame_inputs:
             raise ValueError("stream options history_warp / region_latent / region_pixel need per-frame inputs, "
                              "which only StreamingEnhancer.step / step_uint8 take")
         return self._check_input(frame)
 
-    def _run(self, image: torch.Tensor, inputs: FrameInputs) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The model on ``image`` with this step's options: (decoded ``[B, 3, H, W]`` float32, x0 latent)."""
+    def check_step(self, frame: torch.Tensor, **given) -> Tuple[torch.Tensor, FrameInputs]:
+        """Validate a frame and its per-frame inputs (``step``'s keywords) without running anything.
+
+        Returns (frame ``[B, 3, H, W]`` on the model's device, the validated ``FrameInputs``). For
+        callers that drive ``plan_step`` / ``finish`` / ``remember`` themselves (``MultiStreamEnhancer``).
+        Raises ValueError / TypeError like ``step``; the history is not touched (a first frame fixes the
+        stream's frame size, as in ``step``).
+        """
+        frame = self._check_input(frame)
+        batch, _, height, width = frame.shape
+        return frame, self._inputs(batch, height, width, **given)
+
+    def plan_step(self, image: torch.Tensor, inputs: FrameInputs) -> StepPlan:
+        """The references (aligned with ``history_warp``) and region mask for model-space ``image``.
+
+        image: ``[B, 3, H, W]`` in [-1, 1], the model's dtype; inputs: from ``check_step``.
+        With ``history_warp`` this advances the aligner to the current view, so it must be followed by
+        ``remember`` of this step's output (``step`` does both). Call under ``torch.inference_mode``.
+        """
         current_latent, region_mask = None, None
         if self._aligner is None:
             references = self.references()
@@ -276,15 +322,17 @@ class StreamingEnhancer:
             references = [self._aligner.align(self._ring.get(o), o, current, ring_inputs) for o in offsets]
         if self.stream.region_latent:
             region_mask = latent_mask(inputs.mask, self._latent_stride)
-        return run_model_step(self.model, self.layout, image, references, current_latent=current_latent,
-                              region_mask=region_mask, region_band=self.stream.region_band)
+        return StepPlan(references, current_latent, region_mask)
 
-    def _finish(self, decoded: torch.Tensor, frame: Optional[torch.Tensor], inputs: FrameInputs) -> torch.Tensor:
-        """Decoded model space -> output frame ``[B, 3, H, W]`` float32 on 8-bit levels."""
-        if not self.stream.region_pixel:
-            return model_to_frame(decoded)
-        blended = masked_blend(decoded.float() * 0.5 + 0.5, frame.float(), inputs.mask, self.stream.region_pixel_band)
-        return quantize_like_release(blended)
+    def _run(self, image: torch.Tensor, inputs: FrameInputs) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The model on ``image`` with this step's options: (decoded ``[B, 3, H, W]`` float32, x0 latent)."""
+        plan = self.plan_step(image, inputs)
+        return run_model_step(self.model, self.layout, image, plan.references, current_latent=plan.current_latent,
+                              region_mask=plan.region_mask, region_band=self.stream.region_band)
+
+    def finish(self, decoded: torch.Tensor, frame: Optional[torch.Tensor], inputs: FrameInputs) -> torch.Tensor:
+        """Decoded model space -> output frame ``[B, 3, H, W]`` float32 on 8-bit levels (``finish_output``)."""
+        return finish_output(self.stream, decoded, frame, inputs.mask)
 
     def step(self, frame: torch.Tensor, *, flow: Optional[torch.Tensor] = None, depth: Optional[torch.Tensor] = None,
              pose: Optional[torch.Tensor] = None, intrinsics: Optional[torch.Tensor] = None,
@@ -304,12 +352,10 @@ class StreamingEnhancer:
         the model's device.
         """
         squeeze = frame.dim() == 3 if isinstance(frame, torch.Tensor) else False
-        frame = self._check_input(frame)
-        batch, _, height, width = frame.shape
-        inputs = self._inputs(batch, height, width, flow=flow, depth=depth, pose=pose, intrinsics=intrinsics, mask=mask)
+        frame, inputs = self.check_step(frame, flow=flow, depth=depth, pose=pose, intrinsics=intrinsics, mask=mask)
         with torch.inference_mode():
             decoded, latent = self._run(frame_to_model(frame, self.model.dtype), inputs)
-            output = self._finish(decoded, frame, inputs)
+            output = self.finish(decoded, frame, inputs)
             self.remember(output, latent, inputs)
         return output[0] if squeeze else output
 
@@ -333,7 +379,7 @@ class StreamingEnhancer:
         with torch.inference_mode():
             decoded, latent = self._run(pack(hwc, layout, self.model.dtype), inputs)
             if self.stream.region_pixel:
-                out = levels_to_hwc(self._finish(decoded, hwc_to_unit_frame(hwc, layout), inputs), layout)
+                out = levels_to_hwc(self.finish(decoded, hwc_to_unit_frame(hwc, layout), inputs), layout)
             else:
                 out = unpack(decoded, layout, "truncate")
             if self.history_length:

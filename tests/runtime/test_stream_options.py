@@ -193,7 +193,8 @@ def test_bad_inputs_are_named(model):
         stream(model).step_uint8(np.zeros((H, W, 4), np.uint8), "rgb")
 
 
-def test_multistream_refuses_options_it_cannot_feed(model):
+def test_multistream_asks_for_missing_per_frame_inputs(model):
+    """region_pixel needs a mask: a batched stream called without one gets an error saying where to pass it."""
     multi = MultiStreamEnhancer(model, dataclasses.replace(model.config.stream, region_pixel=True))
     with pytest.raises(ValueError, match="per-frame inputs"):
         multi.step_many({"cam": torch.rand(1, 3, H, W)})
