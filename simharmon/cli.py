@@ -125,6 +125,12 @@ from .replay import cli as _replay_cli  # noqa: E402 - registered here, after th
 
 subcommand("replay", help=_replay_cli.HELP, configure=_replay_cli.configure)(_replay_cli.run)
 
+from .data import curate_cli as _curate_cli  # noqa: E402
+from .train import cli as _train_cli  # noqa: E402
+
+subcommand("curate", help=_curate_cli.HELP, configure=_curate_cli.configure)(_curate_cli.run)
+subcommand("train", help=_train_cli.HELP, configure=_train_cli.configure)(_train_cli.run)
+
 
 # -- entry point --------------------------------------------------------------------------------
 

@@ -32,6 +32,8 @@ __all__ = [
     "save_config",
     "config_to_dict",
     "config_from_dict",
+    "build_structured",
+    "read_yaml_mapping",
     "preset_path",
 ]
 
@@ -402,20 +404,17 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def config_from_dict(data: dict) -> EnhancerConfig:
-    """Validate a plain mapping against the schema and build an EnhancerConfig."""
+def build_structured(schema: type, data: dict, what: str = "config"):
+    """Validate a plain mapping against a dataclass schema (OmegaConf) and build the frozen dataclass."""
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(EnhancerConfig), OmegaConf.create(data))
+        merged = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(data))
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:  # unknown key, wrong type, ...
-        raise ConfigError(f"invalid config: {exc}") from exc
+        raise ConfigError(f"invalid {what}: {exc}") from exc
 
 
-def load_config(path_or_name: str | Path) -> EnhancerConfig:
-    """Load a YAML config file, or a bundled preset by name ("tiny", "cosmos-0.6b")."""
-    path = Path(path_or_name)
-    if not path.exists() and path.suffix not in (".yaml", ".yml") and len(path.parts) == 1:
-        path = preset_path(str(path_or_name))
+def read_yaml_mapping(path: Path) -> dict:
+    """Read a YAML file whose top level is a mapping; ConfigError for a missing or malformed file."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -424,7 +423,20 @@ def load_config(path_or_name: str | Path) -> EnhancerConfig:
         raise ConfigError(f"could not parse config {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping at the top level")
-    return config_from_dict(data)
+    return data
+
+
+def config_from_dict(data: dict) -> EnhancerConfig:
+    """Validate a plain mapping against the schema and build an EnhancerConfig."""
+    return build_structured(EnhancerConfig, data)
+
+
+def load_config(path_or_name: str | Path) -> EnhancerConfig:
+    """Load a YAML config file, or a bundled preset by name ("tiny", "cosmos-0.6b")."""
+    path = Path(path_or_name)
+    if not path.exists() and path.suffix not in (".yaml", ".yml") and len(path.parts) == 1:
+        path = preset_path(str(path_or_name))
+    return config_from_dict(read_yaml_mapping(path))
 
 
 def config_to_dict(config: EnhancerConfig) -> dict:

@@ -1,0 +1,57 @@
+"""``simharmon curate``: argument setup and handler (registered in ``simharmon/cli.py``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..argtypes import positive_int
+
+__all__ = ["HELP", "configure", "run"]
+
+HELP = "make training pairs (ISP, Poisson, artifacts) and temporal sequences in NVIDIA's manifest layout"
+
+
+def _size(text: str):
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from exc
+    if width < 16 or height < 16:
+        raise argparse.ArgumentTypeError(f"size must be at least 16x16, got {text!r}")
+    return width, height
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the curate arguments."""
+    parser.add_argument("--images", type=Path, default=None, metavar="DIR", help="folder of source .png/.jpg images")
+    parser.add_argument("--masks", type=Path, default=None, metavar="DIR",
+                        help="foreground masks with the images' file stems; without it random shapes are used")
+    parser.add_argument("--procedural", type=int, default=0, metavar="N",
+                        help="also generate N procedural street scenes with vehicle masks (redistributable)")
+    parser.add_argument("--procedural-size", type=_size, default=(256, 144), metavar="WxH")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--recipe", default="isp", metavar="LIST", help="comma-separated: isp,poisson,artifacts")
+    parser.add_argument("--variants", type=int, default=1, metavar="N", help="pairs per image and recipe (default 1)")
+    parser.add_argument("--temporal", type=int, default=0, metavar="N",
+                        help="temporal sequences per image with exact flow (default 0)")
+    parser.add_argument("--temporal-frames", type=positive_int, default=5, metavar="T")
+    parser.add_argument("--test-fraction", type=float, default=0.1, metavar="F", help="held-out share of source images")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run curation; prints the counts. Returns the exit code."""
+    from .curate import CurateConfig, curate, load_sources
+
+    if args.procedural < 0:
+        raise ValueError("--procedural must be >= 0")
+    config = CurateConfig(recipes=tuple(r.strip() for r in args.recipe.split(",") if r.strip()),
+                          variants=args.variants, temporal=args.temporal, temporal_frames=args.temporal_frames,
+                          test_fraction=args.test_fraction, seed=args.seed)
+    sources = load_sources(args.images, args.masks, args.procedural, args.procedural_size)
+    result = curate(sources, args.out, config, progress=not args.no_progress)
+    print(f"wrote {result.pairs['train']} train / {result.pairs['test']} test pairs"
+          f" and {result.sequences['train']} / {result.sequences['test']} sequences to {result.manifest}")
+    return 0
