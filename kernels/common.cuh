@@ -39,6 +39,24 @@ template <> __device__ __forceinline__ bf16 from_f32<bf16>(float x) {
   return r;
 }
 
+// One thread per pixel of an [N, *, H, W] launch: the thread's flat pixel index, its image n and
+// position (y, x), and the offset p inside the image plane. False for threads past the end.
+struct PixelIndex {
+  i64 plane, idx, p;
+  int n, y, x;
+};
+
+__device__ __forceinline__ bool thread_pixel(int N, int H, int W, PixelIndex& q) {
+  q.plane = (i64)H * W;
+  q.idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+  if (q.idx >= (i64)N * q.plane) return false;
+  q.n = (int)(q.idx / q.plane);
+  q.p = q.idx - (i64)q.n * q.plane;
+  q.y = (int)(q.p / W);
+  q.x = (int)(q.p - (i64)q.y * W);
+  return true;
+}
+
 __device__ __forceinline__ float clamp01(float x) { return fminf(fmaxf(x, 0.0f), 1.0f); }
 
 // One bilinear lookup: the four taps around (sx, sy), their weights, and which are inside.

@@ -116,12 +116,10 @@ __device__ __forceinline__ void temporal_blend_body(const T* __restrict__ cur, i
                                                     const T* __restrict__ hist, i64 hn, i64 hc, i64 hh, i64 hw,
                                                     const float* __restrict__ valid, float alpha,
                                                     T* __restrict__ out, int N, int C, int H, int W) {
-  i64 plane = (i64)H * W;
-  i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-  if (idx >= (i64)N * plane) return;
-  int n = (int)(idx / plane);
-  i64 p = idx - (i64)n * plane;
-  int y = (int)(p / W), x = (int)(p - (i64)y * W);
+  PixelIndex q;
+  if (!thread_pixel(N, H, W, q)) return;
+  const i64 plane = q.plane, idx = q.idx, p = q.p;
+  const int n = q.n, y = q.y, x = q.x;
   float w = __fmul_rn(alpha, clamp01(valid[idx])), v = __fsub_rn(1.0f, w);
   const T* pc = cur + (i64)n * cn + (i64)y * ch + (i64)x * cw;
   const T* ph = hist + (i64)n * hn + (i64)y * hh + (i64)x * hw;

@@ -17,12 +17,10 @@ template <typename T>
 __device__ __forceinline__ void pack_body(const unsigned char* __restrict__ src, i64 sn, i64 sh, i64 sw, i64 sc,
                                           int ch0, int ch1, int ch2, int word_loads, T* __restrict__ out,
                                           int N, int H, int W) {
-  i64 plane = (i64)H * W;
-  i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-  if (idx >= (i64)N * plane) return;
-  int n = (int)(idx / plane);
-  i64 p = idx - (i64)n * plane;
-  int y = (int)(p / W), x = (int)(p - (i64)y * W);
+  PixelIndex q;
+  if (!thread_pixel(N, H, W, q)) return;
+  const i64 plane = q.plane, p = q.p;
+  const int n = q.n, y = q.y, x = q.x;
   const unsigned char* px = src + (i64)n * sn + (i64)y * sh + (i64)x * sw;
   unsigned int u0, u1, u2;
   if (word_loads) {  // 4 contiguous, 4-byte aligned channels per pixel: one 32-bit load
@@ -50,12 +48,10 @@ template <typename T>
 __device__ __forceinline__ void unpack_body(const T* __restrict__ src, i64 sn, i64 sc, i64 sh, i64 sw,
                                             unsigned char* __restrict__ out, int cout, int pos0, int pos1,
                                             int pos2, int alpha_pos, int round_nearest, int N, int H, int W) {
-  i64 plane = (i64)H * W;
-  i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-  if (idx >= (i64)N * plane) return;
-  int n = (int)(idx / plane);
-  i64 p = idx - (i64)n * plane;
-  int y = (int)(p / W), x = (int)(p - (i64)y * W);
+  PixelIndex q;
+  if (!thread_pixel(N, H, W, q)) return;
+  const i64 idx = q.idx;
+  const int n = q.n, y = q.y, x = q.x;
   const T* s = src + (i64)n * sn + (i64)y * sh + (i64)x * sw;
   unsigned int r = model_to_level(to_f32(s[0]), round_nearest);
   unsigned int g = model_to_level(to_f32(s[sc]), round_nearest);

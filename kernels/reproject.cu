@@ -53,12 +53,10 @@ __device__ __forceinline__ float landing_validity(const Landing& l, const float*
 extern "C" __global__ void __launch_bounds__(256)
 reproject_flow(const float* __restrict__ depth, const float* __restrict__ coef, const float* __restrict__ prev_depth,
                float rel_tol, float* __restrict__ flow, float* __restrict__ valid, int N, int H, int W) {
-  i64 plane = (i64)H * W;
-  i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-  if (idx >= (i64)N * plane) return;
-  int n = (int)(idx / plane);
-  i64 p = idx - (i64)n * plane;
-  int y = (int)(p / W), x = (int)(p - (i64)y * W);
+  PixelIndex q;
+  if (!thread_pixel(N, H, W, q)) return;
+  const i64 plane = q.plane, idx = q.idx, p = q.p;
+  const int n = q.n, y = q.y, x = q.x;
   Landing l = land(coef + 12 * n, depth[idx], x, y);
   const float* pd = prev_depth ? prev_depth + (i64)n * plane : nullptr;
   valid[idx] = landing_validity(l, pd, rel_tol, H, W);
@@ -74,12 +72,10 @@ __device__ __forceinline__ void reproject_warp_body(const T* __restrict__ src, i
                                                     const float* __restrict__ prev_depth, float rel_tol,
                                                     T* __restrict__ out, float* __restrict__ valid,
                                                     int N, int C, int H, int W, int border) {
-  i64 plane = (i64)H * W;
-  i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-  if (idx >= (i64)N * plane) return;
-  int n = (int)(idx / plane);
-  i64 p = idx - (i64)n * plane;
-  int y = (int)(p / W), x = (int)(p - (i64)y * W);
+  PixelIndex q;
+  if (!thread_pixel(N, H, W, q)) return;
+  const i64 plane = q.plane, idx = q.idx, p = q.p;
+  const int n = q.n, y = q.y, x = q.x;
   Landing l = land(coef + 12 * n, depth[idx], x, y);
   const float* pd = prev_depth ? prev_depth + (i64)n * plane : nullptr;
   valid[idx] = landing_validity(l, pd, rel_tol, H, W);

@@ -9,12 +9,10 @@ template <typename T>
 __device__ __forceinline__ void warp_body(const T* __restrict__ src, i64 sn, i64 sc, i64 sh, i64 sw,
                                           const float* __restrict__ flow, T* __restrict__ out,
                                           float* __restrict__ valid, int N, int C, int H, int W, int border) {
-  i64 plane = (i64)H * W;
-  i64 idx = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-  if (idx >= (i64)N * plane) return;
-  int n = (int)(idx / plane);
-  i64 p = idx - (i64)n * plane;
-  int y = (int)(p / W), x = (int)(p - (i64)y * W);
+  PixelIndex q;
+  if (!thread_pixel(N, H, W, q)) return;
+  const i64 plane = q.plane, idx = q.idx, p = q.p;
+  const int n = q.n, y = q.y, x = q.x;
 
   const float* f = flow + (i64)n * 2 * plane + p;
   float sx = __fadd_rn((float)x, f[0]), sy = __fadd_rn((float)y, f[plane]);
