@@ -1,4 +1,4 @@
-# Two entry points (see README): `make demo` runs the enhancer on the bundled sample,
+# Two entry points (see README): `make demo` replays the bundled sample drive with the bundled model,
 # `make test` runs the test suite. Both create or reuse the virtual environment in $(VENV).
 VENV ?= .venv
 PYTHON ?= python3
@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test lint venv cpp replay-demo bench-bridge
+.PHONY: demo test lint venv cpp replay-demo bench-bridge bench-default-model
 
 $(VENV)/.runtime-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(VENV)/.dev-installed: $(VENV)/.runtime-installed
 venv: $(VENV)/.dev-installed
 
 demo: $(VENV)/.runtime-installed
-	$(VENV)/bin/simharmon enhance simharmon/data/sample_frames --out $(DEMO_OUT) --config tiny --mp4
+	$(VENV)/bin/simharmon replay simharmon/data/sample_drive --out $(DEMO_OUT) --overwrite
 
 test: $(VENV)/.dev-installed
 	$(PY) -m pytest
@@ -30,7 +30,10 @@ lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check simharmon tests benchmarks examples
 
 replay-demo: $(VENV)/.runtime-installed
-	$(VENV)/bin/simharmon replay simharmon/data/sample_drive --out out/replay-demo --config tiny
+	$(VENV)/bin/simharmon replay simharmon/data/sample_drive --out out/replay-demo --config tiny   # random weights: the pipeline alone
+
+bench-default-model: $(VENV)/.runtime-installed
+	$(PY) benchmarks/default_model.py
 
 cpp:
 	cmake -S bindings/cpp -B build/cpp && cmake --build build/cpp -j

@@ -70,11 +70,16 @@ def _configure_enhance(parser: argparse.ArgumentParser) -> None:
                         help="output folder: OUT/frames/<name>.png, OUT/run.json, OUT/enhanced.mp4 with --mp4; "
                              "re-running with the same OUT resumes")
     parser.add_argument("--weights", type=Path, action="append", default=[], metavar="PATH",
-                        help="checkpoint file; repeat for a DiT plus tokenizer pair. Without it the weights are "
-                             "random (untrained)")
+                        help="checkpoint file; repeat for a DiT plus tokenizer pair. Without --weights and "
+                             "--config: the bundled default model; with --config alone: random (untrained) weights")
     parser.add_argument("--config", default=None, metavar="NAME_OR_YAML",
                         help="preset name (tiny, cosmos-0.6b) or YAML file; default: the config carried by the "
-                             "weights, else tiny")
+                             "weights")
+    parser.add_argument("--masks", type=Path, default=None, metavar="DIR",
+                        help="inserted-actor masks, DIR/<frame name>.png (255 = actor), for models that read them "
+                             "(the bundled default); without it they get empty masks and frames pass through")
+    parser.add_argument("--plain", action="store_true",
+                        help="run the plain model instead of the exact optimizations (equal up to float rounding)")
     parser.add_argument("--nontemporal", action="store_true",
                         help="enhance each frame alone (stream.history='none')")
     parser.add_argument("--mp4", action="store_true", help="also write OUT/enhanced.mp4 at the end")
@@ -101,7 +106,7 @@ def run_enhance(args: argparse.Namespace) -> int:
         input=args.input, out=args.out, weights=list(args.weights), config=args.config,
         nontemporal=args.nontemporal, mp4=args.mp4, device=args.device, max_frames=args.max_frames,
         overwrite=args.overwrite, trust_checkpoint=args.trust_checkpoint, use_ema=args.ema,
-        progress=not args.no_progress,
+        progress=not args.no_progress, masks=args.masks, plain=args.plain,
     )
     try:
         result = enhance_sequence(request)

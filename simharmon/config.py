@@ -209,6 +209,16 @@ class StreamConfig:
     region_pixel: after decoding, outside the mask plus ``region_pixel_band`` pixels the output is the
         input frame itself (bit-exact for 8-bit inputs).
     region_pixel_band: band radius in pixels, 0..32.
+    mask_condition: the inserted-actor mask (per-frame input ``mask``; latent resolution, a cell the
+        mask touches is 1) goes into the DiT's padding-mask input channel, which Cosmos feeds zeros.
+        Only for models trained that way (the bundled default); a frame without a mask gets zeros.
+    guided_output: the output is a colour guided filter (He et al.) of the decoded frame with the
+        INPUT frame as the guide: each channel locally an affine function of the input's RGB, fitted
+        to the decoded frame over
+        ``(2 guided_radius + 1)^2`` windows with regularization ``guided_eps`` (on [0, 1] values).
+        It keeps the input's detail, which is exact and flow-consistent, and takes the model's
+        local colour and exposure, so a small tokenizer's blur and its frame-to-frame aliasing
+        stay out of the output. Off by default (the release decodes the frame as it is).
     """
 
     layout: str = "release"
@@ -221,6 +231,10 @@ class StreamConfig:
     region_band: int = 1
     region_pixel: bool = False
     region_pixel_band: int = 8
+    mask_condition: bool = False
+    guided_output: bool = False
+    guided_radius: int = 7
+    guided_eps: float = 1e-3
 
     def __post_init__(self) -> None:
         _freeze_tuple(self, "offsets", int)
@@ -237,8 +251,12 @@ class StreamConfig:
                  f"stream.history_warp must be one of {HISTORY_WARPS}, got {self.history_warp!r}")
         _require(0 < self.depth_tolerance < float("inf"),
                  f"stream.depth_tolerance must be a positive number, got {self.depth_tolerance}")
-        for name in ("region_latent", "region_pixel"):
+        for name in ("region_latent", "region_pixel", "mask_condition", "guided_output"):
             _require(isinstance(getattr(self, name), bool), f"stream.{name} must be a bool, got {getattr(self, name)!r}")
+        _require(isinstance(self.guided_radius, int) and not isinstance(self.guided_radius, bool)
+                 and 1 <= self.guided_radius <= 64, f"stream.guided_radius must be an int in [1, 64], got "
+                 f"{self.guided_radius!r}")
+        _require(0 < self.guided_eps < float("inf"), f"stream.guided_eps must be positive, got {self.guided_eps}")
         for name in ("region_band", "region_pixel_band"):
             value = getattr(self, name)
             _require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_REGION_BAND,
@@ -246,8 +264,13 @@ class StreamConfig:
 
     @property
     def needs_frame_inputs(self) -> bool:
-        """True when ``step`` needs per-frame renderer inputs (history warping or a region limit)."""
-        return self.history_warp != "off" or self.region_latent or self.region_pixel
+        """True when ``step`` takes per-frame renderer inputs (history warping, region limits, mask condition)."""
+        return self.history_warp != "off" or self.uses_mask
+
+    @property
+    def uses_mask(self) -> bool:
+        """True when an option reads the per-frame actor mask."""
+        return self.region_latent or self.region_pixel or self.mask_condition
 
     @property
     def num_refs(self) -> int:
@@ -278,6 +301,8 @@ class EnhancerConfig:
             f"dit in/out channels ({self.dit.in_channels}/{self.dit.out_channels}) must equal "
             f"tokenizer.z_dim ({self.tokenizer.z_dim})",
         )
+        _require(not self.stream.mask_condition or self.dit.concat_padding_mask,
+                 "stream.mask_condition feeds the DiT's padding-mask channel: it needs dit.concat_padding_mask")
 
         if self.stream.layout == "release":
             group = self.tokenizer.temporal_compression

@@ -143,7 +143,7 @@ def run_json(out):
 
 def test_end_to_end_with_mp4_and_warning(backend, frames_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    assert enhance(frames_dir, out, "--mp4") == 0
+    assert enhance(frames_dir, out, "--mp4", "--config", "tiny") == 0  # a config alone: random weights
     captured = capsys.readouterr()
     assert "UNTRAINED" in captured.err and "NOT meaningful" in captured.err
     outputs = png_bytes(out)
@@ -330,3 +330,14 @@ def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "simharmon", "enhance", "--help"], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "--max-frames" in result.stdout and "--nontemporal" in result.stdout
+
+
+def test_no_weights_and_no_config_uses_the_bundled_model(frames_dir, tmp_path, capsys):  # the real backend
+    from simharmon.models.bundled import BUNDLED_NAME, BUNDLED_WEIGHTS
+
+    assert enhance(frames_dir, tmp_path / "out") == 0
+    captured = capsys.readouterr()
+    assert "UNTRAINED" not in captured.err and "using the bundled default model" in captured.err
+    assert "passes through unchanged" in captured.err  # it reads actor masks; this input has none
+    record = run_json(tmp_path / "out")
+    assert record["weights"] == str(BUNDLED_WEIGHTS.resolve()) and record["config"]["name"] == BUNDLED_NAME

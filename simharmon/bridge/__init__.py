@@ -1,7 +1,8 @@
 """ZeroMQ bridge between renderers (any process, any language) and the enhancer.
 
 Protocol: ``docs/PROTOCOL.md`` (implemented in :mod:`.protocol`). Server: :class:`BridgeServer`
-(``simharmon serve``); client: :class:`BridgeClient`; C++ client: ``bindings/cpp``.
+(``simharmon serve``); client: :class:`BridgeClient` (``shared_memory=True``: frames through a
+shared-memory segment on the same host, §9); C++ client: ``bindings/cpp`` (inline frames only).
 Names are imported lazily so ``import simharmon.cli`` does not pull in ZeroMQ.
 """
 

@@ -53,6 +53,9 @@ def _configure_serve(parser: argparse.ArgumentParser) -> None:
                         help="torch intra-op threads (default: torch's choice). 1 suits --engine identity and "
                              "small CPUs: pixel conversion is memory-bound and parallel regions stall when cores "
                              "are busy")
+    parser.add_argument("--no-shared-memory", action="store_true",
+                        help="refuse the shared-memory frame transport that same-host clients may offer "
+                             "(docs/PROTOCOL.md §9; it is only ever offered on loopback tcp and ipc binds)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
@@ -81,7 +84,7 @@ def run_serve(args: argparse.Namespace) -> int:
     config = ServerConfig(bind=tuple(args.bind) or ("tcp://127.0.0.1:5555",), allow_remote=args.allow_remote,
                           limits=limits, max_streams=args.max_streams, queue_depth=args.queue_depth,
                           max_batch=args.max_batch, stream_idle_s=args.stream_idle_s,
-                          stats_interval_s=max(args.stats_interval_s, 0.0))
+                          stats_interval_s=max(args.stats_interval_s, 0.0), shared_memory=not args.no_shared_memory)
     if args.torch_threads is not None:
         import torch
 

@@ -1,6 +1,10 @@
 """Python client of the bridge: a DEALER socket, synchronous ``enhance`` and pipelined
 ``submit`` / ``results``. Every call is bounded by ``ClientConfig.timeout_s``.
 
+With ``shared_memory=True`` (same-host servers), frames and results travel through slots of a
+shared-memory segment the client creates and offers in ``hello``, and only headers cross the
+socket (docs/PROTOCOL.md §9); when the server refuses, frames go inline as usual.
+
 Replies are matched to requests by ``seq``, so a late reply (to a request that already timed
 out, or from before a server restart) is recognised and discarded. ZeroMQ reconnects by itself
 after a server restart; with ``IMMEDIATE`` set, frames are never queued for a connection that
@@ -10,19 +14,22 @@ old server never answered end as timeouts.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import msgpack
 import numpy as np
 import zmq
 
 from .config import ClientConfig
-from .protocol import LAYERS, PIXEL_FORMATS, pack_header, request_header
+from .protocol import LAYERS, PIXEL_FORMATS, ErrorCode, pack_header, request_header
+from .shm_client import ClientSegment, SlotUse, read_slot_result
+from .shm_protocol import SHM_ALIGN, SHM_MAX_SLOTS, slot_layout
 
 __all__ = ["BridgeClient", "BridgeError", "BridgeTimeout", "FrameDropped", "Reply", "infer_format"]
 
@@ -57,7 +64,8 @@ class Reply:
     """One answer to a frame. ``kind``: "result", "dropped", "error" or "timeout" (local).
 
     image: for results, ``[H, W, C]`` in the reply's pixel format; a read-only view of the
-    received buffer (copy it to modify it).
+    received buffer (copy it to modify it). Through shared memory: an array the caller owns, or
+    with ``shm_result_views`` a read-only view of the slot, valid until :meth:`release`.
     """
 
     kind: str
@@ -65,6 +73,13 @@ class Reply:
     header: Dict[str, Any] = field(default_factory=dict)
     image: Optional[np.ndarray] = None
     round_trip_s: float = 0.0
+    _release: Optional[Callable[[], None]] = field(default=None, repr=False, compare=False)
+
+    def release(self) -> None:
+        """Give a result view's shared-memory slot back (no-op otherwise; idempotent). The view
+        must not be read afterwards: the slot takes a later frame."""
+        if self._release is not None:
+            self._release()
 
     @property
     def ok(self) -> bool:
@@ -136,24 +151,46 @@ def _layer_array(name: str, value: Any, height: int, width: int) -> np.ndarray:
     return array
 
 
+@dataclass
+class _InFlight:
+    sent: float  # time.monotonic()
+    camera: str
+    frame: int
+    slot: Optional[SlotUse] = None
+
+
 class BridgeClient:
     """A connection to a bridge server (see docs/PROTOCOL.md). Not thread-safe: one per thread.
 
     config: a ClientConfig or just the endpoint string.
+    shared_memory: overrides ``config.shared_memory`` (frames through a shared-memory segment when
+        the server is on this host and accepts it; see :attr:`shm`).
     """
 
-    def __init__(self, config: Union[ClientConfig, str], context: Optional[zmq.Context] = None):
-        self.config = ClientConfig(config) if isinstance(config, str) else config
+    def __init__(self, config: Union[ClientConfig, str], context: Optional[zmq.Context] = None, *,
+                 shared_memory: Optional[bool] = None):
+        config = ClientConfig(config) if isinstance(config, str) else config
+        if shared_memory is not None:
+            config = dataclasses.replace(config, shared_memory=shared_memory)
+        self.config = config
         self._own_context = context is None
         self._context = context or zmq.Context()
         self._routing_id = self.config.routing_id or b"sh-" + os.urandom(12)
         self._seq = itertools.count(1)
         self._frame_counters: Dict[str, itertools.count] = {}
-        self._pending: OrderedDict[int, Tuple[float, str, int]] = OrderedDict()  # seq -> (sent, camera, frame)
+        self._pending: OrderedDict[int, _InFlight] = OrderedDict()
         self._ready: Dict[int, Reply] = {}  # replies to pending frames, not yet handed out
         self._order: Deque[int] = deque()  # arrival order of _ready
         self._control: Dict[int, Dict[str, Any]] = {}  # replies to control requests being waited on
         self.late_replies = 0
+        # Shared memory: the segment frames go to, every segment not yet closed (a replaced one
+        # lives until its slots are answered), and the slots of timed-out frames by their seq.
+        self._segment: Optional[ClientSegment] = None
+        self._segments: List[ClientSegment] = []
+        self._quarantine: Dict[int, Tuple[ClientSegment, int]] = {}
+        self._shm_state = "new" if self.config.shared_memory else "off"
+        self._shm_reason: Optional[str] = None if self.config.shared_memory else "not requested"
+        self._shm_counts = {"frames_shm": 0, "frames_inline": 0, "resent_inline": 0}
         self._socket = self._connect()
 
     def _connect(self) -> zmq.Socket:
@@ -187,6 +224,9 @@ class BridgeClient:
             except zmq.ZMQError:
                 pass
         self._socket.close(linger=100 if bye else 0)
+        for segment in self._segments:  # the server only detaches; unlinking is ours
+            segment.close()
+        self._segments, self._segment = [], None
         if self._own_context:
             self._context.term()
 
@@ -201,10 +241,39 @@ class BridgeClient:
         """Submitted frames whose reply has not been handed out yet."""
         return len(self._pending) + len(self._ready)
 
+    @property
+    def shm(self) -> Dict[str, Any]:
+        """The shared-memory transport's status.
+
+        ``state``: "off" (not requested), "new" (not negotiated yet: the first frame, or a larger
+        one, offers a segment), "active", or "refused" (inline from now on; ``reason`` says why);
+        ``name``, ``slots``, ``slot_bytes`` of the current segment; ``frames_shm``,
+        ``frames_inline`` (frames sent inline although shared memory was requested) and
+        ``resent_inline`` (frames resent inline because the server had lost the segment).
+        """
+        segment = self._segment
+        return {"state": self._shm_state, "reason": self._shm_reason, "name": segment and segment.name,
+                "slots": segment and segment.slots, "slot_bytes": segment and segment.slot_bytes, **self._shm_counts}
+
     # -- control requests ---------------------------------------------------------------------
     def hello(self, timeout_s: Optional[float] = None) -> Dict[str, Any]:
-        """Introduce this client; returns the server's ``welcome`` header (limits, formats, ...)."""
-        return self._control_request("hello", timeout_s)
+        """Introduce this client; returns the server's ``welcome`` header (limits, formats, ...).
+
+        With ``shared_memory`` not negotiated yet and a slot size known (``shm_slot_bytes``, or a
+        segment made for a frame), the segment is offered too: ``welcome["shm"]`` says whether
+        the server uses it, and :attr:`shm` follows.
+        """
+        segment = self._segment_to_offer()
+        fields = {"shm": segment.offer()} if segment is not None else {}
+        header = self._control_request("hello", timeout_s, **fields)
+        if segment is not None and segment is self._segment:
+            answer = header.get("shm")
+            if isinstance(answer, dict) and answer.get("accepted") is True:
+                self._shm_state, self._shm_reason = "active", None
+            else:
+                reason = answer.get("reason") if isinstance(answer, dict) else None
+                self._refuse_shm(str(reason or "the server does not support the shared-memory extension"))
+        return header
 
     def heartbeat(self, timeout_s: Optional[float] = None) -> float:
         """Check the server is alive (and keep this client's streams from expiring); returns the
@@ -254,7 +323,9 @@ class BridgeClient:
         try:
             self._wait_for(lambda: seq in self._ready, deadline - time.monotonic(), f"reply to frame seq {seq}")
         except BridgeTimeout:
-            self._pending.pop(seq, None)
+            record = self._pending.pop(seq, None)
+            if record is not None:
+                self._abandon(seq, record)
             raise
         reply = self._ready.pop(seq)
         self._order.remove(seq)
@@ -268,7 +339,9 @@ class BridgeClient:
 
         image: ``[H, W, C]`` array: uint8 for rgb8/rgba8/bgra8 (C = 3/4), float16 for rgb16f,
             float32 for rgb32f (values in [0, 1]). Sent zero-copy unless ``config.zero_copy`` is
-            False: do not modify it until its reply arrives.
+            False: do not modify it until its reply arrives (through shared memory it is copied
+            into the slot at once). With shared memory not negotiated yet, the first frame (or a
+            larger one) first offers a segment: one ``hello`` round trip.
         frame_index: default: a per-camera counter from 0. timestamp_us: simulation time in µs.
         mask: ``[H, W]`` uint8; depth: ``[H, W]`` float32 metres; flow: ``[H, W, 2]`` float32 pixels.
         intrinsics: (fx, fy, cx, cy) pixels; pose: 16 floats, row-major 4x4 camera-to-world.
@@ -286,6 +359,9 @@ class BridgeClient:
             if value is not None:
                 layers.append(name)
                 buffers.append(_layer_array(name, value, height, width))
+        reply_fmt = PIXEL_FORMATS.get(reply_format or fmt)
+        layout, end = slot_layout([("frame", array.nbytes), *((n, b.nbytes) for n, b in zip(layers, buffers[1:]))])
+        taken = self._take_slot(max(end, width * height * reply_fmt.bytes_per_pixel)) if reply_fmt else None
         if frame_index is None:
             frame_index = next(self._frame_counters.setdefault(camera, itertools.count()))
         options = {k: v for k, v in (("reply_format", reply_format), ("reset", reset or None),
@@ -298,8 +374,22 @@ class BridgeClient:
             pose=[float(x) for x in np.asarray(pose, dtype=np.float64).reshape(-1)] if pose is not None else None,
             options=options or None,
         )
-        self._send([pack_header(header), *(memoryview(b).cast("B") for b in buffers)])
-        self._pending[seq] = (time.monotonic(), camera, int(frame_index))
+        use = None
+        if taken is not None:
+            segment, slot = taken
+            segment.write(slot, layout, buffers)
+            use = SlotUse(segment, slot, header, layout)
+            try:
+                self._send([pack_header({**header, "shm": {"name": segment.name, "slot": slot}})])
+            except BridgeTimeout:
+                segment.free(slot)
+                raise
+            self._shm_counts["frames_shm"] += 1
+        else:
+            self._send([pack_header(header), *(memoryview(b).cast("B") for b in buffers)])
+            if self._shm_state != "off":
+                self._shm_counts["frames_inline"] += 1
+        self._pending[seq] = _InFlight(time.monotonic(), camera, int(frame_index), use)
         return seq
 
     def results(self, timeout_s: Optional[float] = None) -> Iterator[Reply]:
@@ -321,8 +411,73 @@ class BridgeClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            oldest = next(iter(self._pending.values()))[0]
+            oldest = next(iter(self._pending.values())).sent
             self._receive(min(remaining, max(0.0, oldest + self.config.timeout_s - time.monotonic()) + 1e-3))
+
+    # -- shared memory ------------------------------------------------------------------------
+    def _segment_to_offer(self, need: int = 0) -> Optional[ClientSegment]:
+        """The segment to offer in ``hello`` (created if needed), or None."""
+        if self._shm_state != "new":
+            return None
+        if self._segment is None:
+            slot_bytes = max(need, self.config.shm_slot_bytes or 0)
+            if slot_bytes == 0:
+                return None  # sized by the first frame
+            try:
+                self._segment = ClientSegment(min(self.config.max_in_flight, SHM_MAX_SLOTS),
+                                              -(-slot_bytes // SHM_ALIGN) * SHM_ALIGN)
+            except OSError as exc:
+                self._refuse_shm(f"could not create a shared-memory segment: {exc}")
+                return None
+            self._segments = [s for s in self._segments if not s.closed] + [self._segment]
+        return self._segment
+
+    def _take_slot(self, need: int) -> Optional[Tuple[ClientSegment, int]]:
+        """A free slot of at least ``need`` bytes, negotiating a segment first if needed; None: send inline."""
+        if self._shm_state in ("off", "refused"):
+            return None
+        if self._segment is not None and self._segment.slot_bytes < need:
+            self._retire_segment()  # a larger frame: offer a larger segment
+        if self._shm_state == "new":
+            if self._segment_to_offer(need) is None:
+                return None
+            self.hello()
+        if self._shm_state != "active" or self._segment is None:
+            return None
+        slot = self._segment.acquire()
+        return (self._segment, slot) if slot is not None else None  # all slots busy (or held by views): inline
+
+    def _retire_segment(self) -> None:
+        """Stop using the current segment (it closes once its slots are answered); offer a new one next."""
+        segment, self._segment = self._segment, None
+        if self._shm_state == "active":
+            self._shm_state = "new"
+        if segment is not None:
+            self._quarantine = {k: v for k, v in self._quarantine.items() if v[0] is not segment}
+            segment.retire()
+
+    def _refuse_shm(self, reason: str) -> None:
+        self._retire_segment()
+        self._shm_state, self._shm_reason = "refused", reason
+
+    def _abandon(self, seq: int, record: _InFlight) -> None:
+        """A frame timed out: a slow server may still write its slot, so keep the slot out of use."""
+        if record.slot is not None:
+            record.slot.segment.quarantine(record.slot.slot)
+            self._quarantine[seq] = (record.slot.segment, record.slot.slot)
+
+    def _resend_inline(self, use: SlotUse) -> bool:
+        """The server no longer has the frame's segment (restart, expiry): resend it inline, same seq."""
+        if use.segment is self._segment:
+            self._retire_segment()
+        try:
+            parts = [pack_header(use.header), *use.segment.buffers(use.slot, use.layout)]
+            self._socket.send_multipart(parts, zmq.NOBLOCK)
+        except zmq.ZMQError:
+            return False  # cannot resend now: report the error
+        use.resent = True
+        self._shm_counts["resent_inline"] += 1
+        return True
 
     # -- internals ----------------------------------------------------------------------------
     def _send(self, parts: list) -> None:
@@ -335,12 +490,14 @@ class BridgeClient:
     def _expire_pending(self) -> None:
         limit = time.monotonic() - self.config.timeout_s
         while self._pending:
-            seq, (sent, camera, frame) = next(iter(self._pending.items()))
-            if sent > limit:
+            seq, record = next(iter(self._pending.items()))
+            if record.sent > limit:
                 return
             del self._pending[seq]
-            header = {"type": "timeout", "seq": seq, "sim": self.config.sim, "camera": camera, "frame": frame}
-            self._ready[seq] = Reply("timeout", seq, header, None, time.monotonic() - sent)
+            self._abandon(seq, record)
+            header = {"type": "timeout", "seq": seq, "sim": self.config.sim, "camera": record.camera,
+                      "frame": record.frame}
+            self._ready[seq] = Reply("timeout", seq, header, None, time.monotonic() - record.sent)
             self._order.append(seq)
 
     def _wait_for(self, done, timeout_s: Optional[float], what: str) -> None:
@@ -372,20 +529,31 @@ class BridgeClient:
         if seq in self._control:
             self._control[seq] = header
             return
-        record = self._pending.pop(seq, None)
+        record = self._pending.get(seq)
         if record is None:
             self.late_replies += 1  # answer to a request that already timed out
+            held = self._quarantine.pop(seq, None)
+            if held is not None:  # the server is done with that slot now
+                held[0].free(held[1])
             return
-        sent = record[0]
-        kind = header.get("type")
-        image = None
+        kind, use = header.get("type"), record.slot
+        if use is not None and kind == "error" and header.get("code") == ErrorCode.SHM_NOT_ATTACHED \
+                and not use.resent and self._resend_inline(use):
+            return  # still pending, now inline
+        del self._pending[seq]
+        image, release = None, None
         if kind == "result":
-            image, problem = _result_image(header, parts)
+            if use is not None and isinstance(header.get("shm"), dict):
+                image, problem, release = read_slot_result(header, use, views=self.config.shm_result_views)
+            else:
+                image, problem = _result_image(header, parts)
             if problem:
                 kind, header = "error", {**header, "type": "error", "code": "BAD_REPLY", "message": problem}
         elif kind not in ("dropped", "error"):
             kind, header = "error", {**header, "code": "BAD_REPLY", "message": f"unexpected reply type {kind!r}"}
-        self._ready[seq] = Reply(kind, seq, header, image, time.monotonic() - sent)
+        if use is not None and release is None:
+            use.segment.free(use.slot)  # read (copied) or not written: the slot takes the next frame
+        self._ready[seq] = Reply(kind, seq, header, image, time.monotonic() - record.sent, release)
         self._order.append(seq)
 
 

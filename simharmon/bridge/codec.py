@@ -55,13 +55,14 @@ def decode_pixels(buffer: Any, fmt: PixelFormat | str, width: int, height: int,
 
     buffer: bytes-like or ``zmq.Frame`` of exactly ``width * height * fmt.bytes_per_pixel`` bytes.
     Returns a :class:`DecodedFrame`; ``frame`` is ``[1, 3, H, W]`` float32 in [0, 1] on ``device``
-    (its strides follow the input layout; nothing requires contiguity). Float formats are clamped
-    to [0, 1]; non-finite values raise :class:`PixelError`.
+    (its strides follow the input layout; nothing requires contiguity) and never shares memory with
+    ``buffer``; ``alpha`` is a view of it. Float formats are clamped to [0, 1]; non-finite values
+    raise :class:`PixelError`.
     """
     fmt = PIXEL_FORMATS[fmt] if isinstance(fmt, str) else fmt
-    hwc = _view(buffer, _TORCH_DTYPES[fmt.dtype], (height, width, fmt.channels))
-    alpha = hwc[..., fmt.order.index("a")] if fmt.has_alpha else None
-    hwc = hwc.to(device, non_blocking=False)
+    raw = _view(buffer, _TORCH_DTYPES[fmt.dtype], (height, width, fmt.channels))
+    alpha = raw[..., fmt.order.index("a")] if fmt.has_alpha else None
+    hwc = raw.to(device, non_blocking=False)
     chw = hwc.permute(2, 0, 1)
     if fmt.order.startswith("bgr"):
         chw = chw[[2, 1, 0]]
@@ -71,18 +72,24 @@ def decode_pixels(buffer: Any, fmt: PixelFormat | str, width: int, height: int,
         frame = chw.float()
         if not bool(torch.isfinite(frame).all()):
             raise PixelError(f"{fmt.name} frame holds NaN or infinite values")
-        frame = frame.clamp_(0.0, 1.0)
+        # float32 on the host is still the caller's buffer (read-only, or a shared-memory slot
+        # the reply will overwrite): clamp into a new tensor then.
+        aliased = frame.untyped_storage().data_ptr() == raw.untyped_storage().data_ptr()
+        frame = frame.clamp(0.0, 1.0) if aliased else frame.clamp_(0.0, 1.0)
     else:
         frame = chw.float().div_(255.0)
     return DecodedFrame(frame=frame.unsqueeze(0), alpha=alpha)
 
 
-def encode_pixels(frame: torch.Tensor, fmt: PixelFormat | str, alpha: Optional[torch.Tensor] = None) -> np.ndarray:
+def encode_pixels(frame: torch.Tensor, fmt: PixelFormat | str, alpha: Optional[torch.Tensor] = None,
+                  out: Optional[np.ndarray] = None) -> np.ndarray:
     """Pack a model frame into ``fmt`` on the host.
 
     frame: ``[1, 3, H, W]`` (or ``[3, H, W]``) float in [0, 1], any device and strides.
     alpha: ``[H, W]`` uint8 written to the alpha channel of rgba8/bgra8 (default 255).
-    Returns a C-contiguous numpy array ``[H, W, C]`` of the format's dtype.
+    out: a C-contiguous ``[H, W, C]`` array of the format's dtype to write into (e.g. a
+        shared-memory slot); it must not overlap ``alpha``. Default: a new array.
+    Returns the C-contiguous numpy array ``[H, W, C]`` of the format's dtype (``out`` when given).
     """
     fmt = PIXEL_FORMATS[fmt] if isinstance(fmt, str) else fmt
     chw = frame[0] if frame.dim() == 4 else frame
@@ -94,9 +101,18 @@ def encode_pixels(frame: torch.Tensor, fmt: PixelFormat | str, alpha: Optional[t
     else:
         # +0.5 then truncation in the uint8 cast = round to nearest (clamped, so never negative).
         hwc = hwc.mul(255.0).add_(0.5).clamp_(0.0, 255.0)
+    if out is not None:
+        expected = (hwc.shape[0], hwc.shape[1], fmt.channels)
+        if out.shape != expected or out.dtype != np.dtype(fmt.dtype) or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous {np.dtype(fmt.dtype).name} array of shape {list(expected)}, "
+                             f"got {out.dtype.name} {list(out.shape)}")
     if hwc.device.type == "cpu":
-        return _pack_host(hwc, fmt, alpha)
-    return _pack_device(hwc, fmt, alpha).cpu().numpy()
+        return _pack_host(hwc, fmt, alpha, out)
+    packed = _pack_device(hwc, fmt, alpha)
+    if out is None:
+        return packed.cpu().numpy()
+    torch.from_numpy(out).copy_(packed)  # one device-to-host copy, straight into ``out``
+    return out
 
 
 def _channel_map(fmt: PixelFormat) -> list:
@@ -116,10 +132,12 @@ def _pack_device(hwc: torch.Tensor, fmt: PixelFormat, alpha: Optional[torch.Tens
     return out
 
 
-def _pack_host(hwc: torch.Tensor, fmt: PixelFormat, alpha: Optional[torch.Tensor]) -> np.ndarray:
+def _pack_host(hwc: torch.Tensor, fmt: PixelFormat, alpha: Optional[torch.Tensor],
+               out: Optional[np.ndarray] = None) -> np.ndarray:
     """Pack on the CPU with numpy, whose casting copies beat torch's here (benchmarks/bridge.py)."""
     height, width = hwc.shape[:2]
-    out = np.empty((height, width, fmt.channels), dtype=np.dtype(fmt.dtype))
+    if out is None:
+        out = np.empty((height, width, fmt.channels), dtype=np.dtype(fmt.dtype))
     channels = _channel_map(fmt)
     if fmt.is_float:  # torch's float16 cast is vectorized, numpy's is not
         hwc = hwc.to(_TORCH_DTYPES[fmt.dtype])

@@ -72,6 +72,8 @@ class ServerConfig:
     poll_interval_s: longest the I/O loop sleeps; bounds shutdown and expiry latency.
     shutdown_timeout_s: how long shutdown waits for the engine's current batch.
     latency_window: recent replies kept for latency percentiles.
+    shared_memory: let same-host clients offer a shared-memory segment (docs/PROTOCOL.md §9); used
+        only when every bind is loopback tcp, ipc or inproc.
     """
 
     bind: Tuple[str, ...] = ("tcp://127.0.0.1:5555",)
@@ -88,6 +90,7 @@ class ServerConfig:
     poll_interval_s: float = 0.05
     shutdown_timeout_s: float = 5.0
     latency_window: int = 2048
+    shared_memory: bool = True
 
     def __post_init__(self) -> None:
         bind = (self.bind,) if isinstance(self.bind, str) else tuple(self.bind)
@@ -105,6 +108,8 @@ class ServerConfig:
             raise ValueError(f"stats_interval_s must be >= 0, got {self.stats_interval_s!r}")
         if self.queue_depth > 64:
             raise ValueError(f"queue_depth above 64 only adds latency, got {self.queue_depth}")
+        if not isinstance(self.shared_memory, bool):
+            raise ValueError(f"shared_memory must be a bool, got {self.shared_memory!r}")
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,12 @@ class ClientConfig:
     zero_copy: send frame arrays without copying them (do not modify an array until its reply).
     routing_id: the socket identity (random when None); reusing it after a reconnect keeps streams.
     reconnect_ivl_s, reconnect_ivl_max_s: ZeroMQ reconnect back-off after a lost connection.
+    shared_memory: offer the server a shared-memory segment (same-host servers only, docs/PROTOCOL.md
+        §9) so frames and results skip the socket; falls back to inline buffers when refused.
+    shm_slot_bytes: slot size; default: sized for the first frame (a larger frame later offers a
+        larger segment). ``max_in_flight`` slots (at most 64) are made.
+    shm_result_views: results are read-only views of their slot, held until ``Reply.release()``,
+        instead of copies the caller owns.
     """
 
     endpoint: str
@@ -131,6 +142,9 @@ class ClientConfig:
     reconnect_ivl_s: float = 0.1
     reconnect_ivl_max_s: float = 1.0
     heartbeat_interval_s: float = 1.0
+    shared_memory: bool = False
+    shm_slot_bytes: Optional[int] = None
+    shm_result_views: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.endpoint, str) or "://" not in self.endpoint:
@@ -145,3 +159,8 @@ class ClientConfig:
             if not isinstance(self.routing_id, bytes) or not 1 <= len(self.routing_id) <= 255 \
                     or self.routing_id[0] == 0:
                 raise ValueError("routing_id must be 1..255 bytes not starting with a zero byte (ZeroMQ reserves those)")
+        for name in ("shared_memory", "shm_result_views"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.shm_slot_bytes is not None:
+            _positive("shm_slot_bytes", self.shm_slot_bytes, integer=True)

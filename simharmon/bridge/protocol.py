@@ -15,6 +15,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import msgpack
 
+from .shm_protocol import SHM_MAX_SLOTS, SHM_NAME_PATTERN, ShmRef, slot_layout
+
 __all__ = [
     "PROTOCOL_VERSION",
     "MAX_NAME_BYTES",
@@ -132,11 +134,12 @@ class ErrorCode:
     ENGINE_ERROR = "ENGINE_ERROR"
     SHUTTING_DOWN = "SHUTTING_DOWN"
     INTERNAL_ERROR = "INTERNAL_ERROR"
+    SHM_NOT_ATTACHED = "SHM_NOT_ATTACHED"
 
     ALL: Tuple[str, ...] = (
         "MALFORMED", "UNSUPPORTED_VERSION", "UNKNOWN_TYPE", "BAD_FIELD", "BAD_PART_COUNT", "BAD_BUFFER_SIZE",
         "TOO_LARGE", "UNSUPPORTED_SIZE", "STREAM_SIZE_CHANGED", "BAD_PIXELS", "TOO_MANY_STREAMS", "ENGINE_ERROR",
-        "SHUTTING_DOWN", "INTERNAL_ERROR",
+        "SHUTTING_DOWN", "INTERNAL_ERROR", "SHM_NOT_ATTACHED",
     )  # fmt: skip
 
 
@@ -191,7 +194,8 @@ class FrameOptions:
 
 @dataclass(frozen=True)
 class Request:
-    """A validated request. ``buffers`` maps "frame" and each layer name to its raw part."""
+    """A validated request. ``buffers`` maps "frame" and each layer name to its raw part
+    (empty when ``shm`` says the buffers are in a shared-memory slot)."""
 
     type: str
     seq: Optional[int]
@@ -207,6 +211,7 @@ class Request:
     pose: Optional[Tuple[float, ...]] = None
     options: FrameOptions = field(default_factory=FrameOptions)
     buffers: Dict[str, Any] = field(default_factory=dict)
+    shm: Optional[ShmRef] = None
 
     def echo(self) -> Dict[str, Any]:
         """The fields every reply to this request repeats."""
@@ -417,9 +422,16 @@ def decode_request(parts: Sequence[Any], limits: Limits) -> Request:
     options = _options(fields)
 
     names = ["header", "frame", *layers]
-    _check_parts("frame", parts, names, echo)
     expected = {"frame": width * height * fmt.bytes_per_pixel}
     expected.update({name: LAYERS[name].nbytes(width, height) for name in layers})
+    reply_bytes = width * height * PIXEL_FORMATS[options.reply_format or fmt.name].bytes_per_pixel
+    shm = _shm_ref(fields, names[1:], expected, reply_bytes)
+    if shm is not None:
+        _check_parts("frame", parts, ["header"], echo)  # the buffers are in the slot
+        return Request(type="frame", seq=seq, header=header, stream=stream, frame_index=frame_index,
+                       timestamp_us=timestamp_us, width=width, height=height, format=fmt, layers=layers,
+                       intrinsics=intrinsics, pose=pose, options=options, shm=shm)
+    _check_parts("frame", parts, names, echo)
     buffers: Dict[str, Any] = {}
     for name, part in zip(names[1:], parts[1:]):
         got = part_size(part)
@@ -433,6 +445,26 @@ def decode_request(parts: Sequence[Any], limits: Limits) -> Request:
     return Request(type="frame", seq=seq, header=header, stream=stream, frame_index=frame_index,
                    timestamp_us=timestamp_us, width=width, height=height, format=fmt, layers=layers,
                    intrinsics=intrinsics, pose=pose, options=options, buffers=buffers)
+
+
+def _shm_ref(fields: _Fields, names: Sequence[str], sizes: Mapping[str, int], reply_bytes: int) -> Optional[ShmRef]:
+    """The frame's ``shm`` field (buffers in a slot), type-checked; the slot itself is checked by the server."""
+    raw = fields.header.get("shm")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise fields.fail("shm", f"must be a map with 'name' and 'slot', got {type(raw).__name__}")
+    unknown = sorted(str(k) for k in raw if k not in ("name", "slot"))
+    if unknown:
+        raise fields.fail("shm", f"has unknown key(s) {unknown[:8]}; known: ['name', 'slot']")
+    name = raw.get("name")
+    if not isinstance(name, str) or not SHM_NAME_PATTERN.match(name):
+        raise fields.fail("shm.name", f"must be the offered segment's name (string), got {str(name)[:80]!r}")
+    slot = raw.get("slot")
+    if not _is_int(slot) or not 0 <= slot < SHM_MAX_SLOTS:
+        raise fields.fail("shm.slot", f"must be an integer in [0, {SHM_MAX_SLOTS - 1}], got {str(slot)[:40]!r}")
+    layout, end = slot_layout([(n, sizes[n]) for n in names])
+    return ShmRef(name=name, slot=slot, layout=layout, request_bytes=end, reply_bytes=reply_bytes)
 
 
 # -- encoding -------------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ class InputConverter:
 
     def __init__(self, stream: StreamConfig, device: torch.device | str):
         self.device = torch.device(device)
-        self.use_mask = stream.region_latent or stream.region_pixel
+        self.use_mask = stream.uses_mask
         self.warp = stream.history_warp
         self.enabled = stream.needs_frame_inputs
         self._previous: Dict[Hashable, Sequence[float]] = {}

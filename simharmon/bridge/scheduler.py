@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from .protocol import ErrorCode, ProtocolError, Request, StreamId
 
@@ -35,6 +35,7 @@ class Pending:
     request: Request
     received: float  # time.monotonic()
     engine_key: str = ""  # set when the engine thread takes it
+    lease: Any = None  # shm_server.SlotLease when the frame's buffers are in a shared-memory slot
 
 
 @dataclass
@@ -88,8 +89,10 @@ class Scheduler:
     def _new_key(self, stream: StreamId) -> str:
         return f"{stream.sim}/{stream.camera}#{next(self._serial)}"
 
-    def offer(self, identity: bytes, request: Request, now: float) -> Dropped:
+    def offer(self, identity: bytes, request: Request, now: float, lease: Any = None) -> Dropped:
         """Queue a frame for its stream; returns frames pushed out (with the drop reason).
+
+        lease: the frame's shared-memory slot lease, carried in its :class:`Pending`.
 
         Raises ProtocolError: TOO_MANY_STREAMS for a new stream over the bound,
         STREAM_SIZE_CHANGED when the size differs from the stream's without ``options.reset``,
@@ -122,7 +125,7 @@ class Scheduler:
             if len(state.queue) >= self.queue_depth:
                 dropped.append((state.queue.popleft(), "superseded"))
                 state.dropped += 1
-            state.queue.append(Pending(identity, request, now))
+            state.queue.append(Pending(identity, request, now, lease=lease))
             self.stream_high_water = max(self.stream_high_water, len(state.queue))
             self.queued_high_water = max(self.queued_high_water, sum(len(s.queue) for s in self._streams.values()))
             self._cond.notify()

@@ -7,6 +7,10 @@ expires idle streams. The engine thread takes batches, decodes pixels, runs the 
 replies and hands them back through a queue plus an inproc wake-up socket (ZeroMQ sockets are
 not thread-safe, so only the I/O thread touches the ROUTER).
 
+Same-host clients may offer a shared-memory segment in ``hello`` (docs/PROTOCOL.md §9); their
+frames then arrive as slot references, are decoded straight from the slot, and the reply is
+written back into it (:mod:`.shm_server`).
+
 Nothing blocks on a peer: every send is non-blocking (a reply a peer cannot take is counted and
 discarded), receives are polled with a timeout, and message sizes are capped both by ZeroMQ
 (``MAXMSGSIZE``: a larger part drops the connection before it is buffered) and by the protocol.
@@ -24,7 +28,7 @@ from typing import Any, Dict, Hashable, List, Optional, Tuple
 import zmq
 
 from .codec import PixelError, decode_layer, decode_pixels, encode_pixels
-from .config import ServerConfig
+from .config import ServerConfig, is_loopback_endpoint
 from .engines import Engine, FrameAux
 from .protocol import (
     DROP_REASONS,
@@ -40,6 +44,7 @@ from .protocol import (
     reply_header,
 )
 from .scheduler import Pending, Scheduler
+from .shm_server import SHM_SUPPORTED, ShmRegistry
 from .stats import ServerStats
 
 __all__ = ["BridgeServer"]
@@ -87,6 +92,19 @@ class BridgeServer:
             if self._own_context:
                 self._context.term()
             raise
+        self._shm = ShmRegistry(self._shm_refusal(), config.limits.max_message_bytes, self.stats)
+
+    def _shm_refusal(self) -> Optional[str]:
+        """Why no client may use shared memory here (None: same-host clients may)."""
+        if not self.config.shared_memory:
+            return "shared memory is disabled on this server (ServerConfig.shared_memory, --no-shared-memory)"
+        if not SHM_SUPPORTED:
+            return "this platform has no POSIX shared memory"
+        remote = [e for e in self.endpoints if not is_loopback_endpoint(e)]
+        if remote:
+            return (f"the server is bound to {remote[0]}, which is not a same-host endpoint; shared memory is offered "
+                    "only when every bind is loopback tcp, ipc or inproc")
+        return None
 
     def _configure_router(self) -> None:
         router, cfg = self._router, self.config
@@ -171,6 +189,7 @@ class BridgeServer:
         # Requests that arrived while shutting down still get an answer (frames: SHUTTING_DOWN).
         self._drain_router()
         self._send_outbound()
+        self._shm.detach_all()  # a still-busy engine keeps its slot mapped until its lease ends
         # Replies sent just before close() were lost in about 1 shutdown in 3 despite LINGER
         # (measured: tests/bridge/test_resilience.py SIGINT test); give the I/O thread time to write them.
         time.sleep(min(self.config.shutdown_timeout_s, 0.5))
@@ -215,7 +234,11 @@ class BridgeServer:
         if identity in self._clients or (request.type == "hello" and len(self._clients) < 4 * self.config.max_streams):
             self._clients[identity] = now  # bounded: capped here, and entries expire with their streams
         if request.type == "hello":
-            self._send([identity, reply_header("welcome", echo, **self._welcome(identity))])
+            welcome = self._welcome(identity)
+            if request.header.get("shm") is not None:
+                welcome["shm"] = (self._shm.offer(identity, request.header["shm"]) if identity in self._clients else
+                                  {"accepted": False, "reason": "the server is serving its maximum number of clients"})
+            self._send([identity, reply_header("welcome", echo, **welcome)])
         elif request.type == "heartbeat":
             self._send([identity, reply_header("heartbeat", echo, server_time_us=time.time_ns() // 1000)])
         elif request.type == "stats":
@@ -228,6 +251,7 @@ class BridgeServer:
             self._send_drops(self.scheduler.remove(identity, request.stream))
             if request.stream is None:
                 self._clients.pop(identity, None)
+                self._shm.detach(identity)
             self._send([identity, reply_header("ok", echo, request="bye")])
 
     def _on_frame(self, identity: bytes, request: Request, now: float) -> None:
@@ -235,9 +259,17 @@ class BridgeServer:
             self.engine.check_size(request.width, request.height)
         except ValueError as exc:
             raise ProtocolError(ErrorCode.UNSUPPORTED_SIZE, str(exc), request.echo()) from None
-        dropped = self.scheduler.offer(identity, request, now)
+        lease = self._shm.lease(identity, request) if request.shm is not None else None
+        try:
+            dropped = self.scheduler.offer(identity, request, now, lease=lease)
+        except BaseException:
+            if lease is not None:
+                lease.release()
+            raise
         self._clients[identity] = now
         self.stats.add("frames_in")
+        if lease is not None:
+            self.stats.add("shm_frames_in")
         self._send_drops(dropped)
 
     def _welcome(self, identity: bytes) -> Dict[str, Any]:
@@ -260,7 +292,7 @@ class BridgeServer:
         return {"streams": len(self.scheduler), "clients": len(self._clients), "queued": self.scheduler.queued(),
                 "queued_max": self.scheduler.queued_high_water, "stream_queued_max": self.scheduler.stream_high_water,
                 "queue_depth": self.config.queue_depth, "max_streams": self.config.max_streams,
-                "engine": self.engine.name, "stand_in": bool(self.engine.stand_in)}
+                "engine": self.engine.name, "stand_in": bool(self.engine.stand_in), "shm_segments": len(self._shm)}
 
     def _expire(self, now: float) -> None:
         count, dropped = self.scheduler.expire(now, self.config.stream_idle_s, self._clients)
@@ -271,6 +303,7 @@ class BridgeServer:
         for identity, seen in list(self._clients.items()):
             if now - seen > self.config.stream_idle_s and not self.scheduler.describe(identity):
                 del self._clients[identity]
+                self._shm.detach(identity)
 
     def _log_stats(self, final: bool = False) -> None:
         snap = {**self.stats.snapshot(), **self._live_stats()}
@@ -314,6 +347,8 @@ class BridgeServer:
 
     def _reply_dropped(self, pending: Pending, reason: str, via_queue: bool = False) -> None:
         assert reason in DROP_REASONS
+        if pending.lease is not None:
+            pending.lease.release()
         self.stats.drop(reason)
         message = [pending.identity, reply_header("dropped", pending.request.echo(), reason=reason)]
         self._outbound.put(message) if via_queue else self._send(message)
@@ -352,6 +387,8 @@ class BridgeServer:
             wake.close(linger=0)
 
     def _queue_error(self, pending: Pending, code: str, message: str) -> None:
+        if pending.lease is not None:
+            pending.lease.release()
         self.stats.error(code)
         self._outbound.put([pending.identity, error_header(code, message, pending.request.echo())])
 
@@ -363,16 +400,23 @@ class BridgeServer:
         ready: List[Pending] = []
         started = time.monotonic()
         for pending in items:
-            req = pending.request
+            req, lease = pending.request, pending.lease
+            buffers = lease.buffers() if lease is not None else req.buffers  # slot views, or the received parts
             try:
-                decoded = decode_pixels(req.buffers["frame"], req.format, req.width, req.height, device)
+                decoded = decode_pixels(buffers["frame"], req.format, req.width, req.height, device)
             except PixelError as exc:
                 self._queue_error(pending, ErrorCode.BAD_PIXELS, str(exc))
                 continue
-            frames[pending.engine_key] = decoded.frame
-            alphas[pending.engine_key] = decoded.alpha
-            layers = {name: decode_layer(req.buffers[name], LAYERS[name], req.width, req.height, device)
+            alpha = decoded.alpha
+            layers = {name: decode_layer(buffers[name], LAYERS[name], req.width, req.height, device)
                       for name in req.layers}
+            if lease is not None:
+                # The reply overwrites the slot and the client reuses it, while engines may keep
+                # inputs as history: own what still views the slot (decode_pixels' frame never does).
+                alpha = alpha.clone() if alpha is not None else None
+                layers = {name: t.clone() if t.device.type == "cpu" else t for name, t in layers.items()}
+            frames[pending.engine_key] = decoded.frame
+            alphas[pending.engine_key] = alpha
             aux[pending.engine_key] = FrameAux(intrinsics=req.intrinsics, pose=req.pose, **layers)
             ready.append(pending)
         if not ready:
@@ -385,18 +429,26 @@ class BridgeServer:
             if key in failures:
                 self._queue_error(pending, ErrorCode.ENGINE_ERROR, failures[key])
                 continue
-            req = pending.request
+            req, lease = pending.request, pending.lease
             reply_format = PIXEL_FORMATS[req.options.reply_format or req.format.name]
-            pixels = encode_pixels(outputs[key], reply_format, alphas[key])
+            if lease is not None:  # straight into the slot; the header says where
+                encode_pixels(outputs[key], reply_format, alphas[key],
+                              out=lease.reply_array(reply_format, req.width, req.height))
+                parts, shm = [], lease.reply_field()
+            else:
+                parts, shm = [encode_pixels(outputs[key], reply_format, alphas[key])], None
             total_ms = (time.monotonic() - pending.received) * 1000.0
             latencies.append(total_ms)
             header = reply_header(
                 "result", req.echo(), width=req.width, height=req.height, format=reply_format.name,
                 batch=len(ready), queue_us=int((started - pending.received) * 1e6), engine_us=int(engine_ms * 1000),
-                server_us=int(total_ms * 1000),
+                server_us=int(total_ms * 1000), shm=shm,
             )
-            self._outbound.put([pending.identity, header, pixels])
-            self.stats.add("bytes_out", pixels.nbytes)
+            if lease is not None:
+                lease.release()  # written: the slot is the client's again once it reads this reply
+                self.stats.add("shm_frames_out")
+            self._outbound.put([pending.identity, header, *parts])
+            self.stats.add("bytes_out", sum(p.nbytes for p in parts))
         self.stats.batch(len(latencies), engine_ms, latencies)
 
     def _step(self, frames: Dict[Hashable, Any], aux: Dict[Hashable, FrameAux]) -> Tuple[Dict, Dict[Hashable, str]]:

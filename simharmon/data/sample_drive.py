@@ -17,12 +17,18 @@ known analytically and every frame is an exact re-rendering of the previous one 
 * edges are pixel-aligned, so no pixel mixes two layers.
 
 Warping frame t+1 to t with the stored flow therefore reproduces frame t exactly wherever the
-occlusion test keeps a pixel (tested), for the ground truth and for the input alike.
+occlusion test keeps a pixel (tested): everywhere for the ground truth, everywhere but the actor
+for the input.
 
 The inserted vehicle ("actor") is rendered twice. In the ground-truth frames it matches the
 scene. In the input frames it went through a random, mis-set ISP (exposure gain, white balance,
-a Reinhard tone curve, around a gamma-2 response; fixed per camera), composited with its mask:
-``I = M * ISP(actor) + (1 - M) * scene`` (the paper's ISP-modification recipe). Masks, depth
+a Reinhard tone curve, around a gamma-2 response; fixed per camera) whose exposure also jitters
+from frame to frame by up to +-8 % (``ACTOR_FLICKER``), as an asset rendered with its own
+per-frame auto-exposure does, composited with its mask:
+``I = M * ISP_t(actor) + (1 - M) * scene`` (the paper's ISP-modification recipe). Without the
+jitter the input would be exactly flow-consistent (warping error 0), a level of temporal
+stability no learned enhancer can be held to; with it, the input flickers where real inserted
+actors do, and a temporally stable enhancer should reduce that. Masks, depth
 (inf for the sky), camera-to-world poses (OpenCV axes), intrinsics and forward/backward flow
 are stored too.
 
@@ -57,6 +63,7 @@ CAMERAS = {
     "right": {"sign": 1, "rotation": ((-1, 0, 0), (0, 0, -1), (0, -1, 0)), "actor": "truck"},
 }
 _SEEDS = {"left": 11, "right": 23}
+ACTOR_FLICKER = 0.08  # per-frame exposure jitter of the input actor, relative (uniform in +-8 %)
 
 
 def sample_drive_dir() -> Path:
@@ -169,12 +176,19 @@ def _actor_sprite(kind: str) -> np.ndarray:
     return sprite
 
 
-def _isp(colours: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A mis-set ISP on sRGB-ish colours ``[..., 3]`` in [0, 1]: gamma-2 response, exposure, WB, tone curve."""
+def _isp_params(rng: np.random.Generator) -> tuple:
+    """A mis-set ISP: (exposure gain, white balance [3], tone-curve white point)."""
     gain = 1.45 + 0.5 * rng.random()
     balance = np.array([1.12 + 0.25 * rng.random(), 1.0, 0.62 + 0.2 * rng.random()])
     white = 1.4 + 1.2 * rng.random()
-    linear = colours * colours * gain * balance
+    return gain, balance, white
+
+
+def _isp(colours: np.ndarray, params: tuple, exposure: float = 1.0) -> np.ndarray:
+    """The ISP ``params`` on sRGB-ish colours ``[..., 3]`` in [0, 1]: gamma-2 response, exposure
+    (times ``exposure``), WB, tone curve."""
+    gain, balance, white = params
+    linear = colours * colours * (gain * exposure) * balance
     toned = linear * (1 + linear / (white * white)) / (1 + linear)  # Reinhard's extended tone curve
     return np.sqrt(np.clip(toned * 1.6, 0.0, 1.0))
 
@@ -212,7 +226,8 @@ def make_sample_drive(num_frames: int = NUM_FRAMES) -> Dict[str, Dict[str, List[
         barrier = _barrier(WIDTH + BARRIER_FLOW * (num_frames - 1))
         road = _road_rows(rng)
         sprite = _actor_sprite(spec["actor"])
-        sprite_isp = _isp(sprite, rng)
+        isp = _isp_params(rng)
+        flicker = np.random.default_rng([_SEEDS[camera], 1]).random(num_frames)  # its own stream: rng unchanged
         top = FACADE_LAST_ROW + 1 - sprite.shape[0]
         length = sprite.shape[1]
         start = -length + 40 if actor_flow > 0 else WIDTH - 40  # enters from the side it drives in from
@@ -236,7 +251,8 @@ def make_sample_drive(num_frames: int = NUM_FRAMES) -> Dict[str, Dict[str, List[
                 mask[top:FACADE_LAST_ROW + 1, lo:hi] = True
                 gt[top:FACADE_LAST_ROW + 1, lo:hi] = sprite[:, lo - left:hi - left]
                 depth[mask], flow_u[mask] = ACTOR_DEPTH, actor_flow
-                inp = sprite_isp[:, lo - left:hi - left]
+                exposure = 1.0 + ACTOR_FLICKER * (2.0 * flicker[index] - 1.0)
+                inp = _isp(sprite[:, lo - left:hi - left], isp, exposure)
             barrier_rows = slice(FACADE_LAST_ROW + 1, BARRIER_LAST_ROW + 1)
             gt[barrier_rows] = barrier[:, _layer_columns(barrier_flow, num_frames, index)]
             depth[barrier_rows], flow_u[barrier_rows] = BARRIER_DEPTH, barrier_flow
@@ -275,7 +291,7 @@ def write_sample_drive(out_dir: Union[str, os.PathLike], num_frames: int = NUM_F
         "generator": "simharmon.data.sample_drive.write_sample_drive",
         "provenance": "procedural (no third-party images)",
         "licence": "Apache-2.0 (the project's)",
-        "description": "two side cameras, 4.5 m/s; inserted vehicle with a mis-set ISP; exact flow",
+        "description": "two side cameras, 4.5 m/s; inserted vehicle with a mis-set, flickering ISP; exact flow",
     }
     writer = DriveFolderWriter(out_dir, "sample", FPS, cameras, overwrite=overwrite, source=source)
     for name, layers in data.items():
@@ -302,8 +318,9 @@ that regenerating it gives these exact files. Drive folder format: `docs/DRIVE_F
 - Licence: the project's (Apache-2.0).
 - Content: two side cameras ("left", "right"), 256x144, 36 frames at 12 fps, a car driving at 4.5 m/s
   past building facades; an inserted vehicle per camera whose input appearance went through a mis-set
-  ISP (the ground truth `gt/` shows it matching the scene); actor masks, depth, camera-to-world poses,
-  intrinsics, and exact forward/backward flow (warping error 0 for `gt/` and `frames/`).
+  ISP whose exposure jitters by up to +-8 % per frame (the ground truth `gt/` shows it matching the
+  scene); actor masks, depth, camera-to-world poses, intrinsics, and exact forward/backward flow
+  (warping error 0 for `gt/`, and for `frames/` outside the actor, which flickers).
 """
 
 

@@ -66,8 +66,11 @@ class RectifiedFlowDenoiser(nn.Module):
             device=device,
         )
 
-    def forward(self, latent: Tensor) -> Tensor:
-        """latent: [B, C, T, h, w] (C = the net's in_channels) -> x0 [B, C, T, h, w] float32."""
+    def forward(self, latent: Tensor, condition_mask: Tensor | None = None) -> Tensor:
+        """latent: [B, C, T, h, w] (C = the net's in_channels) -> x0 [B, C, T, h, w] float32.
+
+        condition_mask: [B or 1, 1, h, w] for the DiT's padding-mask channel, or None (zeros).
+        """
         channels = self.net.config.in_channels
         if latent.ndim != 5 or latent.shape[1] != channels:
             raise ValueError(f"latent must be [B, {channels}, T, h, w], got shape {tuple(latent.shape)}")
@@ -76,6 +79,6 @@ class RectifiedFlowDenoiser(nn.Module):
         x = latent.float()
         timesteps = torch.full((b, 1), c_noise, dtype=self.net.dtype, device=latent.device)
         velocity = self.net(
-            (x * c_in).to(self.net.dtype), timesteps, self.null_context(b, latent.device), padding_mask=None
+            (x * c_in).to(self.net.dtype), timesteps, self.null_context(b, latent.device), padding_mask=condition_mask
         )
         return c_skip * x + c_out * velocity.float()

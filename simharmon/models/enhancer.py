@@ -66,9 +66,13 @@ class EnhancerModel(nn.Module):
         """
         return self.tokenizer.encode(video, return_skips=return_skips)
 
-    def denoise(self, latents: torch.Tensor) -> torch.Tensor:
-        """One deterministic rectified-flow step: latents in, x0 (float32) out, same shape."""
-        return self.denoiser(latents)
+    def denoise(self, latents: torch.Tensor, condition_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """One deterministic rectified-flow step: latents in, x0 (float32) out, same shape.
+
+        condition_mask: ``[B, 1, h, w]`` actor mask for the DiT's padding-mask channel
+        (``stream.mask_condition``), or None for zeros.
+        """
+        return self.denoiser(latents, condition_mask)
 
     def decode(self, latents: torch.Tensor, skips=None) -> torch.Tensor:
         """Normalized latents ``[B, 16, T', h, w]`` -> video ``[B, 3, T, 8h, 8w]`` in about [-1, 1].

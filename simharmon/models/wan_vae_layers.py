@@ -95,6 +95,17 @@ class CausalConv3d(nn.Conv3d):
         return self._conv_forward(x, self.weight, self.bias)
 
 
+def normalize_channels(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """``F.normalize(x, dim=1)``: ``x / max(||x||_2 over channels, eps)``, equal up to rounding.
+
+    Summing squares over dim 1 adds contiguous planes, which on the CPU is 3-12x faster than the
+    strided ``vector_norm`` reduction that ``F.normalize`` runs (it was 45 % of a small tokenizer's
+    time). Low-precision inputs sum their squares in float32 so that the norm cannot overflow.
+    """
+    squares = x.square() if x.dtype in (torch.float32, torch.float64) else x.float().square()
+    return x / squares.sum(dim=1, keepdim=True).sqrt().clamp_min(eps).to(x.dtype)
+
+
 class RMSNorm(nn.Module):
     """Wan ``RMS_norm`` over channels (dim 1): ``F.normalize(x, dim=1) * sqrt(dim) * gamma``.
 
@@ -109,7 +120,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x: [B, dim, ...]`` (4-D or 5-D, matching ``images``) -> same shape."""
-        return F.normalize(x, dim=1) * self.scale * self.gamma
+        return normalize_channels(x) * self.scale * self.gamma
 
 
 class NearestUpsample2d(nn.Module):

@@ -28,10 +28,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="output folder (enhanced frames, videos, metrics, plots, report.html); re-running with "
                              "the same RUN resumes")
     parser.add_argument("--weights", type=Path, action="append", default=[], metavar="PATH",
-                        help="checkpoint file; repeat for a DiT plus tokenizer pair. Without it the weights are "
-                             "random (untrained)")
+                        help="checkpoint file; repeat for a DiT plus tokenizer pair. Without --weights and "
+                             "--config: the bundled default model; with --config alone: random (untrained) weights")
     parser.add_argument("--config", default=None, metavar="NAME_OR_YAML",
-                        help="preset name (tiny, cosmos-0.6b) or YAML file; default: the weights' config, else tiny")
+                        help="preset name (tiny, cosmos-0.6b) or YAML file; default: the weights' config")
+    parser.add_argument("--plain", action="store_true",
+                        help="run the plain model instead of the exact optimizations (equal up to float rounding)")
     parser.add_argument("--nontemporal", action="store_true", help="enhance each frame alone (stream.history='none')")
     parser.add_argument("--device", default="auto", metavar="cpu|cuda", help="cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--kind", default="auto", choices=DRIVE_KINDS, help="drive reader (default: detect)")
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         max_frames=args.max_frames, overwrite=args.overwrite, trust_checkpoint=args.trust_checkpoint,
         use_ema=args.ema, raft_weights=args.raft_weights, lpips_backbone=args.lpips_backbone,
         lpips_heads=args.lpips_heads, dino_weights=args.dino_weights, out_of_frame=args.warp_out_of_frame,
-        mcap=args.mcap, progress=not args.no_progress,
+        mcap=args.mcap, progress=not args.no_progress, plain=args.plain,
     )
     try:
         result = replay(options)

@@ -9,6 +9,7 @@ result is byte-identical to an uninterrupted run.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,7 +37,9 @@ __all__ = [
     "prime_from_outputs",
     "resolve_device",
     "weights_field",
+    "mask_input",
     "UNTRAINED_WARNING",
+    "NO_MASK_NOTE",
 ]
 
 UNTRAINED_WARNING = """\
@@ -46,6 +49,9 @@ the enhancer runs with RANDOM weights. Its outputs are NOT meaningful enhancemen
 run only exercises the pipeline (reading, streaming, writing, resuming). Pass --weights
 with a trained checkpoint for real results.
 ========================================================================================"""
+NO_MASK_NOTE = ("note: {name!r} harmonizes inserted actors and reads their masks (stream options {options}); "
+                "this input has none, so every frame gets an empty mask and passes through unchanged "
+                "(give the masks with --masks DIR)")
 _RECORD_EVERY_S = 2.0  # how often run.json is rewritten during a run (it is also written at the end)
 
 
@@ -59,9 +65,14 @@ def load_backend() -> Tuple[Callable, type]:
 
 @dataclass
 class EnhanceRequest:
-    """What to enhance and how. ``weights`` empty means random (untrained) weights.
+    """What to enhance and how.
 
-    config: a preset name or YAML path; None uses the config carried by the weights, else "tiny".
+    weights: checkpoint files; empty with ``config`` None means the bundled default model
+        (``simharmon.models.bundled``), empty with a config means random (untrained) weights.
+    config: a preset name or YAML path; None uses the config carried by the weights.
+    masks: folder of inserted-actor masks (``<frame name>.png``, 8-bit, 255 = actor) for models
+        whose stream options read them (the bundled model); without it such models get empty masks.
+    plain: run the plain computation instead of the exact optimizations (``OptimizedEnhancer``).
     max_frames: enhance at most the first N frames of the input (a later run can continue).
     overwrite: discard the outputs of a different earlier run in ``out`` instead of refusing.
     """
@@ -78,6 +89,8 @@ class EnhanceRequest:
     trust_checkpoint: bool = False
     use_ema: bool = False
     progress: bool = True
+    masks: Optional[Path] = None
+    plain: bool = False
 
 
 @dataclass
@@ -127,10 +140,13 @@ _weights_field = weights_field  # the name this module used before it was shared
 
 
 def build_backend(weights: Sequence[Path], config: Optional[str], nontemporal: bool, device: str,
-                  trust_checkpoint: bool = False, use_ema: bool = False):
+                  trust_checkpoint: bool = False, use_ema: bool = False, optimized: bool = True):
     """Build the model once; returns ``(model, streaming_cls, effective config)``.
 
     Create one ``streaming_cls(model, stream=config.stream)`` per camera: each has its own history.
+    ``optimized`` wraps the model in :class:`OptimizedEnhancer` (the exact optimizations: same
+    results up to float rounding, e.g. 3D convolutions of single frames run as 2D ones) unless its
+    tokenizer has decoder skip connections, which that wrapper does not support.
     """
     import dataclasses
 
@@ -144,6 +160,12 @@ def build_backend(weights: Sequence[Path], config: Optional[str], nontemporal: b
     model = build_enhancer(config, weights=[str(w) for w in weights] or None, device=device, strict=True, **extra)
     # Weights may carry their own config, so what was built is the reference, not the request.
     effective = model.config
+    from ..models.enhancer import EnhancerModel
+
+    if optimized and isinstance(model, EnhancerModel) and not effective.tokenizer.skip_connections:
+        from ..runtime.optimize import OptimizedEnhancer
+
+        model = OptimizedEnhancer(model).prepare()
     if nontemporal and effective.stream.history != "none":
         effective = effective.replace(stream=dataclasses.replace(effective.stream, history="none"))
     return model, streaming_cls, effective
@@ -152,8 +174,40 @@ def build_backend(weights: Sequence[Path], config: Optional[str], nontemporal: b
 def _build(request: EnhanceRequest, device: str):
     """Build the model and its streaming wrapper; returns (stream, effective config)."""
     model, streaming_cls, config = build_backend(request.weights, request.config, request.nontemporal, device,
-                                                 request.trust_checkpoint, request.use_ema)
+                                                 request.trust_checkpoint, request.use_ema, not request.plain)
     return streaming_cls(model, stream=config.stream), config
+
+
+def mask_input(stream_config, mask, height: int, width: int, device: str) -> dict:
+    """``step`` keywords for an actor mask: ``{"mask": [1, 1, H, W] float}`` when the stream options
+    read one (an absent mask becomes an empty one), else ``{}``.
+
+    mask: ``[H, W]`` float in [0, 1], uint8 (255 = actor), or None.
+    """
+    import numpy as np
+    import torch
+
+    if not stream_config.uses_mask:
+        return {}
+    if mask is None:
+        mask = np.zeros((height, width), np.float32)
+    mask = np.asarray(mask)
+    if mask.shape != (height, width):
+        raise ValueError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the frame is {width}x{height}")
+    values = mask.astype(np.float32) / 255.0 if mask.dtype == np.uint8 else mask.astype(np.float32)
+    return {"mask": torch.from_numpy(values)[None, None].to(device)}
+
+
+def _read_mask(masks: Optional[Path], name: str):
+    if masks is None:
+        return None
+    path = Path(masks) / f"{name}.png"
+    if not path.is_file():
+        raise FileNotFoundError(f"no mask for frame {name!r}: {path} is missing")
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("L"))
 
 
 def _prepare_out_dir(out_dir: Path, record: RunRecord, overwrite: bool) -> None:
@@ -200,6 +254,10 @@ def prime_from_outputs(stream, frames_dir: Path, names: Sequence[str], start: in
 _prime = prime_from_outputs
 
 
+def _mask_options(stream) -> str:
+    return ", ".join(n for n in ("mask_condition", "region_pixel", "region_latent") if getattr(stream, n))
+
+
 def _read_outputs(frames_dir: Path, names: Sequence[str]):
     for name in names:
         yield load_image_rgb(frames_dir / f"{name}.png")
@@ -227,11 +285,20 @@ def enhance_sequence(request: EnhanceRequest, log: Callable[[str], None] = _stde
     frame_count = len(names)
     target = frame_count if request.max_frames is None else min(frame_count, request.max_frames)
     device = resolve_device(request.device)
+    from ..models.bundled import BUNDLED_WEIGHTS, MODEL_CARD, default_weights
+
+    request = dataclasses.replace(request, weights=default_weights(request.weights, request.config))
+    if request.masks is not None and not Path(request.masks).is_dir():
+        raise FileNotFoundError(f"--masks {request.masks} is not a folder")
     stream, config = _build(request, device)
 
     untrained = not request.weights and bool(config.untrained)
     if untrained:
         log(UNTRAINED_WARNING.format(name=config.name))
+    if request.weights and Path(request.weights[0]).resolve() == BUNDLED_WEIGHTS.resolve():
+        log(f"using the bundled default model {config.name!r} (model card: {MODEL_CARD})")
+    if config.stream.uses_mask and request.masks is None:
+        log(NO_MASK_NOTE.format(name=config.name, options=_mask_options(config.stream)))
 
     out_dir = Path(request.out)
     frames_dir = out_dir / FRAMES_DIR
@@ -270,7 +337,8 @@ def enhance_sequence(request: EnhanceRequest, log: Callable[[str], None] = _stde
                     f"earlier frames are {size[1]}x{size[0]}; all frames of one input must share a resolution"
                 )
             try:
-                output = stream.step(uint8_hwc_to_frame(image, device=device))
+                extra = mask_input(config.stream, _read_mask(request.masks, name), *frame_size, device)
+                output = stream.step(uint8_hwc_to_frame(image, device=device), **extra)
             except ValueError as exc:
                 raise ValueError(f"cannot enhance frame {name!r} (index {index}) of {request.input}: {exc}") from exc
             atomic_save_png(frames_dir / f"{name}.png", frame_to_uint8_hwc(output)[0])

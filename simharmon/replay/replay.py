@@ -20,6 +20,7 @@ plots, videos and the report are recomputed from them at the end of every run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -27,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
+from ..models.bundled import BUNDLED_WEIGHTS, MODEL_CARD
 from .atomic import atomic_write_json
 from .drive import Drive, DriveError
-from .enhance import UNTRAINED_WARNING, build_backend, prime_from_outputs, resolve_device, weights_field
+from .enhance import UNTRAINED_WARNING, build_backend, mask_input, prime_from_outputs, resolve_device, weights_field
 from .run_record import (
     IncompatibleRunError,
     RunRecord,
@@ -74,6 +76,7 @@ class ReplayOptions:
     out_of_frame: str = "occluded"
     mcap: bool = False
     progress: bool = True
+    plain: bool = False  # the plain computation instead of the exact optimizations
 
     def __post_init__(self):
         object.__setattr__(self, "drive", Path(self.drive))
@@ -165,14 +168,14 @@ class _Camera:
         self.frames = None
 
 
-def _step_timed(stream, frame, device: str):
+def _step_timed(stream, frame, device: str, extra: Optional[dict] = None):
     import torch
 
     synchronize = device.startswith("cuda")
     if synchronize:
         torch.cuda.synchronize()
     began = time.perf_counter()
-    output = stream.step(frame)
+    output = stream.step(frame, **(extra or {}))
     if synchronize:
         torch.cuda.synchronize()
     return output, (time.perf_counter() - began) * 1000.0
@@ -202,7 +205,10 @@ def _enhance(cameras: List[_Camera], drive: Drive, device: str, record: RunRecor
                                      f"but it reported {len(camera.names)}")
                 index, name, image = item
                 try:
-                    output, milliseconds = _step_timed(camera.stream, uint8_hwc_to_frame(image, device=device), device)
+                    extra = mask_input(camera.stream.stream, drive.read_mask(camera.name, index) if camera.stream.stream
+                                       .uses_mask else None, *image.shape[:2], device)
+                    output, milliseconds = _step_timed(camera.stream, uint8_hwc_to_frame(image, device=device), device,
+                                                       extra)
                 except ValueError as exc:
                     raise ValueError(f"cannot enhance frame {name!r} (index {index}) of camera {camera.name!r}: "
                                      f"{exc}") from exc
@@ -245,11 +251,16 @@ def replay(options: ReplayOptions, log: Callable[[str], None] = _stderr) -> Repl
     device = resolve_device(options.device)
     eval_options = EvalOptions(options.raft_weights, options.lpips_backbone, options.lpips_heads, options.dino_weights,
                                options.out_of_frame, device, options.progress)  # validates the paths before any work
+    from ..models.bundled import default_weights
+
+    options = dataclasses.replace(options, weights=tuple(default_weights(options.weights, options.config)))
     model, streaming_cls, config = build_backend(options.weights, options.config, options.nontemporal, device,
-                                                 options.trust_checkpoint, options.use_ema)
+                                                 options.trust_checkpoint, options.use_ema, not options.plain)
     untrained = not options.weights and bool(config.untrained)
     if untrained:
         log(UNTRAINED_WARNING.format(name=config.name))
+    if options.weights and Path(options.weights[0]).resolve() == BUNDLED_WEIGHTS.resolve():
+        log(f"using the bundled default model {config.name!r} (model card: {MODEL_CARD})")
 
     out_dir = options.out
     targets = {n: drive.frame_count(n) if options.max_frames is None else min(drive.frame_count(n), options.max_frames)

@@ -54,8 +54,12 @@ class Engine:
             self.device = torch.device("cuda", torch.cuda.current_device())
         require_backend(self.config.backend, self.device)
         if getattr(self.stream_config, "needs_frame_inputs", False):
-            raise ValueError("stream options history_warp / region_latent / region_pixel need per-frame renderer "
+            raise ValueError("stream options history_warp / region_latent / region_pixel / mask_condition need "
+                             "per-frame renderer "
                              "inputs, which the engine does not take; use StreamingEnhancer.step for them")  # fmt: skip
+        if getattr(self.stream_config, "guided_output", False):
+            raise ValueError("stream option guided_output is not implemented in the engine's fused output path; "
+                             "use StreamingEnhancer / MultiStreamEnhancer for it")
         if self.stream_config.num_refs > self.config.max_history:
             raise ValueError(f"stream has {self.stream_config.num_refs} references; engine.max_history is "
                              f"{self.config.max_history}")  # fmt: skip

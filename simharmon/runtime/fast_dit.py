@@ -129,10 +129,12 @@ class FastDenoiser(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, latent: Tensor, rope: Optional[RopeTable] = None) -> Tensor:
+    def forward(self, latent: Tensor, rope: Optional[RopeTable] = None,
+                condition_mask: Optional[Tensor] = None) -> Tensor:
         """latent: [B, C, T, h, w] -> float32 x0 (see the class docstring for the frame count).
 
         rope: the (cos, sin) table of the patch grid, when the caller keeps it (compiled steps do).
+        condition_mask: ``[B, 1, h, w]`` for the padding-mask channel (``stream.mask_condition``), or None.
         """
         net = self.net
         channels = net.config.in_channels
@@ -143,7 +145,7 @@ class FastDenoiser(nn.Module):
         b = latent.shape[0]
         x = latent.float()
         grid = net.check_input(x)
-        tokens = net.embed_input((x * c_in).to(net.dtype), None)
+        tokens = net.embed_input((x * c_in).to(net.dtype), condition_mask)
         rope = net.rope(grid) if rope is None else rope
         block_mods, final_mod = self._modulations(b)
         context = None if self.skips_cross_attention else self.context.expand(b, -1, -1)

@@ -22,7 +22,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.wan_vae import Decoder3d, Encoder3d, WanTokenizer
-from ..models.wan_vae_layers import AttentionBlock, CausalConv3d, FeatureCache, Resample, ResidualBlock, RMSNorm
+from ..models.wan_vae_layers import (
+    AttentionBlock,
+    CausalConv3d,
+    FeatureCache,
+    Resample,
+    ResidualBlock,
+    RMSNorm,
+    normalize_channels,
+)
 
 __all__ = ["FoldedConv", "FoldedTokenizer"]
 
@@ -59,7 +67,7 @@ class FoldedConv(nn.Module):
 
 def _norm2d(norm: RMSNorm, x: Tensor) -> Tensor:
     """The 5-D RMSNorm (gamma [C, 1, 1, 1]) on a 4-D frame ``[B, C, H, W]``."""
-    return F.normalize(x, dim=1) * norm.scale * norm.gamma.view(-1, 1, 1)
+    return normalize_channels(x) * norm.scale * norm.gamma.view(-1, 1, 1)
 
 
 class _FoldedResidual(nn.Module):

@@ -94,15 +94,15 @@ def gather_inputs(stream: StreamConfig, batch: int, height: int, width: int, dev
     used = {"flow": stream.history_warp == "flow",
             "depth": stream.history_warp == "depth", "pose": stream.history_warp == "depth",
             "intrinsics": stream.history_warp == "depth",
-            "mask": stream.region_latent or stream.region_pixel}
+            "mask": stream.uses_mask}
     for name, value in given.items():
         if value is not None and not used[name]:
             raise ValueError(f"step: {name} was given, but no enabled stream option uses it "
                              f"(history_warp={stream.history_warp!r}, region_latent={stream.region_latent}, "
-                             f"region_pixel={stream.region_pixel})")
+                             f"region_pixel={stream.region_pixel}, mask_condition={stream.mask_condition})")
     required = {"flow": used["flow"] and has_history, "depth": used["depth"],
                 "pose": used["pose"] and has_history, "intrinsics": used["intrinsics"],
-                "mask": used["mask"] and need_mask}
+                "mask": (stream.region_latent or stream.region_pixel) and need_mask}
     for name, needed in required.items():
         if needed and given[name] is None:
             option = "region_latent / region_pixel" if name == "mask" else f"history_warp={stream.history_warp!r}"

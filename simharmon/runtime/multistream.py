@@ -97,7 +97,7 @@ class MultiStreamEnhancer:
             groups: Dict[Tuple, List[Hashable]] = defaultdict(list)
             for key, plan in plans.items():
                 signature = (tuple(images[key].shape), len(plan.references), plan.current_latent is None,
-                             plan.region_mask is None)
+                             plan.region_mask is None, plan.condition_mask is None)
                 groups[signature].append(key)
             for keys in groups.values():
                 outputs.update(self._run_group(keys, checked, images, plans))
@@ -128,10 +128,12 @@ class MultiStreamEnhancer:
         current_latent = None if group_plans[0].current_latent is None else _batch(
             [p.current_latent for p in group_plans])
         region_mask = None if group_plans[0].region_mask is None else _batch([p.region_mask for p in group_plans])
+        condition_mask = None if group_plans[0].condition_mask is None else _batch(
+            [p.condition_mask for p in group_plans])
         decoded, latent = run_model_step(self.model, self.stream_config.layout, _batch([images[k] for k in keys]),
                                          references, current_latent=current_latent, region_mask=region_mask,
-                                         region_band=self.stream_config.region_band)
-        if self.stream_config.region_pixel:  # per stream: blending against its own frame needs no concatenation
+                                         region_band=self.stream_config.region_band, condition_mask=condition_mask)
+        if self.stream_config.region_pixel or self.stream_config.guided_output:  # per stream: its own frame
             enhanced = [finish_output(self.stream_config, decoded[i:i + 1], checked[k][0], checked[k][1].mask)
                         for i, k in enumerate(keys)]
         else:

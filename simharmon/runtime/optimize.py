@@ -76,16 +76,25 @@ class OptimizedEnhancer(nn.Module):
         if ref.dtype != self.model.tokenizer.dtype or ref.device != self.model.device:
             self.folded = FoldedTokenizer(self.model.tokenizer)  # the inner model was moved on its own
 
-    def encode(self, video: Tensor) -> Tensor:
-        """``video: [B, 3, T, H, W]`` in [-1, 1] -> normalized latents ``[B, 16, T', H/8, W/8]``."""
+    def encode(self, video: Tensor, return_skips: bool = False) -> Tensor:
+        """``video: [B, 3, T, H, W]`` in [-1, 1] -> normalized latents ``[B, 16, T', H/8, W/8]``.
+
+        ``return_skips`` exists for interface parity with :meth:`EnhancerModel.encode`; the wrapped
+        model never has skip convolutions (refused at construction), so it must stay False.
+        """
+        if return_skips:
+            raise NotImplementedError("OptimizedEnhancer has no decoder skip connections to return")
         if self.folded is None:
             return self.model.encode(video)
         self._sync_folded()
         return self.folded.encode(video)
 
-    def denoise(self, latents: Tensor) -> Tensor:
-        """latents ``[B, 16, T, h, w]`` -> float32 x0, ``[B, 16, 1, h, w]`` if only frame 0 is computed."""
-        return self.fast_denoiser(latents)
+    def denoise(self, latents: Tensor, condition_mask: Optional[Tensor] = None) -> Tensor:
+        """latents ``[B, 16, T, h, w]`` -> float32 x0, ``[B, 16, 1, h, w]`` if only frame 0 is computed.
+
+        condition_mask: ``[B, 1, h, w]`` for the DiT's padding-mask channel, or None (zeros).
+        """
+        return self.fast_denoiser(latents, condition_mask=condition_mask)
 
     def decode(self, latents: Tensor) -> Tensor:
         """Normalized latents ``[B, 16, T', h, w]`` -> video ``[B, 3, T, 8h, 8w]``."""

@@ -29,6 +29,7 @@ import dataclasses
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from ..config import StreamConfig
 from ..models.enhancer import EnhancerModel
@@ -44,7 +45,7 @@ __all__ = ["StepPlan", "StreamingEnhancer", "finish_output", "run_model_step"]
 
 def run_model_step(model: EnhancerModel, layout: str, image: torch.Tensor, references: Sequence[torch.Tensor], *,
                    current_latent: Optional[torch.Tensor] = None, region_mask: Optional[torch.Tensor] = None,
-                   region_band: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+                   region_band: int = 0, condition_mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """One enhancer forward: encode, denoise, decode latent 0 only.
 
     image: model-space current frame ``[B, 3, H, W]`` in [-1, 1], in the model's dtype.
@@ -54,6 +55,8 @@ def run_model_step(model: EnhancerModel, layout: str, image: torch.Tensor, refer
         encoded (history warping needs it first); None encodes ``image``.
     region_mask: ``[B, 1, h, w]`` latent-resolution actor mask: outside it plus ``region_band`` cells,
         the output latent is the input latent (``masked_blend``); None keeps the whole output.
+    condition_mask: ``[B, 1, h, w]`` latent-resolution actor mask for the DiT's padding-mask channel
+        (``stream.mask_condition``); None feeds zeros, as Cosmos does.
     Returns (decoded frame 0 ``[B, 3, H, W]`` float32 unquantized, its x0 latent ``[B, 16, h, w]``).
     """
     # A decoder with skip convolutions needs the encoder's activations (Harmonizer): never drop them.
@@ -71,7 +74,7 @@ def run_model_step(model: EnhancerModel, layout: str, image: torch.Tensor, refer
         if current_latent is not None:
             current = current_latent.unsqueeze(2)
         latents = torch.cat([current] + [ref.unsqueeze(2) for ref in references], dim=2)
-    x0 = model.denoise(latents)
+    x0 = model.denoise(latents) if condition_mask is None else model.denoise(latents, condition_mask=condition_mask)
     current_x0 = x0[:, :, :1]
     if region_mask is not None:
         # latent 0 is the current frame encoded alone in both layouts (causal VAE): the input latent
@@ -93,24 +96,76 @@ class StepPlan:
     current_latent: per-frame layout with ``history_warp`` and references: the current frame's
         latent ``[B, 16, h, w]`` (encoded to fill the alignment's gaps); else None.
     region_mask: ``region_latent``: the latent-resolution mask ``[B, 1, h, w]``; else None.
+    condition_mask: ``mask_condition`` with a mask given: the same latent-resolution mask, for the
+        DiT's padding-mask channel; else None (zeros).
     """
 
     references: List[torch.Tensor]
     current_latent: Optional[torch.Tensor] = None
     region_mask: Optional[torch.Tensor] = None
+    condition_mask: Optional[torch.Tensor] = None
 
 
 def finish_output(stream: StreamConfig, decoded: torch.Tensor, frame: Optional[torch.Tensor],
                   mask: Optional[torch.Tensor]) -> torch.Tensor:
     """Decoded model space ``[B, 3, H, W]`` -> output frame ``[B, 3, H, W]`` float32 on 8-bit levels.
 
-    With ``stream.region_pixel``, outside ``mask`` (``[B, 1, H, W]`` in [0, 1]) plus the pixel band
-    the output is ``frame`` (the input, ``[B, 3, H, W]`` in [0, 1]); otherwise both are unused.
+    With ``stream.guided_output``, the decoded frame is first guided-filtered with ``frame`` (the
+    input, ``[B, 3, H, W]`` in [0, 1]) as the guide. With ``stream.region_pixel``, outside ``mask``
+    (``[B, 1, H, W]`` in [0, 1]) plus the pixel band the output is ``frame``. Without either option
+    ``frame`` and ``mask`` are unused.
     """
-    if not stream.region_pixel:
+    if not (stream.region_pixel or stream.guided_output):
         return model_to_frame(decoded)
-    blended = masked_blend(decoded.float() * 0.5 + 0.5, frame.float(), mask, stream.region_pixel_band)
-    return quantize_like_release(blended)
+    output = decoded.float() * 0.5 + 0.5
+    if stream.guided_output:
+        output = guided_output(frame.float(), output, stream.guided_radius, stream.guided_eps)
+    if stream.region_pixel:
+        output = masked_blend(output, frame.float(), mask, stream.region_pixel_band)
+    return quantize_like_release(output)
+
+
+def guided_output(guide: torch.Tensor, decoded: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
+    """He et al.'s colour guided filter of ``decoded`` with ``guide`` (both ``[B, 3, H, W]`` in [0, 1]).
+
+    Each output channel is locally an affine function of the guide's three channels: the ridge
+    regression (``eps``) of ``decoded`` on the guide over each ``(2 radius + 1)^2`` window (reflect
+    borders), averaged over the windows that cover a pixel. Window means come from running sums
+    and the 3x3 systems are solved in closed form (adjugate), in float32: a few milliseconds at
+    256x144, where kornia's ``guided_blur`` (batched solves, 2-D pooling) took 300 ms.
+    """
+    guide, decoded = guide.float(), decoded.float()
+    batch, _, height, width = guide.shape
+    if min(height, width) <= radius:
+        radius = max(min(height, width) - 1, 1)  # reflect padding needs radius < size
+
+    def mean(x: torch.Tensor) -> torch.Tensor:
+        # Box sums from running sums along each axis: O(1) per pixel whatever the radius.
+        size = 2 * radius + 1
+        padded = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+        running = F.pad(padded.cumsum(2), (0, 0, 1, 0))
+        rows = running[:, :, size:] - running[:, :, :-size]
+        running = F.pad(rows.cumsum(3), (1, 0))
+        return (running[..., size:] - running[..., :-size]) / (size * size)
+
+    pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
+    stats = mean(torch.cat([guide, decoded, torch.stack([guide[:, i] * guide[:, j] for i, j in pairs], 1),
+                            (guide.unsqueeze(1) * decoded.unsqueeze(2)).flatten(1, 2)], dim=1))
+    mean_i, mean_p = stats[:, 0:3], stats[:, 3:6]
+    s = {pair: stats[:, 6 + k] - mean_i[:, pair[0]] * mean_i[:, pair[1]] for k, pair in enumerate(pairs)}
+    cov = (stats[:, 12:21].unflatten(1, (3, 3)) - mean_p.unsqueeze(2) * mean_i.unsqueeze(1))  # [B, out, guide, H, W]
+    a00, a01, a02 = s[0, 0] + eps, s[0, 1], s[0, 2]
+    a11, a12, a22 = s[1, 1] + eps, s[1, 2], s[2, 2] + eps
+    # Inverse of the symmetric 3x3 system by its adjugate.
+    c00, c01, c02 = a11 * a22 - a12 * a12, a02 * a12 - a01 * a22, a01 * a12 - a02 * a11
+    c11, c12, c22 = a00 * a22 - a02 * a02, a01 * a02 - a00 * a12, a00 * a11 - a01 * a01
+    det = a00 * c00 + a01 * c01 + a02 * c02
+    inverse = torch.stack([torch.stack([c00, c01, c02], 1), torch.stack([c01, c11, c12], 1),
+                           torch.stack([c02, c12, c22], 1)], 1) / det.unsqueeze(1).unsqueeze(1)  # [B, 3, 3, H, W]
+    a = torch.einsum("bgkhw,bokhw->boghw", inverse, cov)  # a[o, g] = sum_k inv[g, k] cov[o, k]
+    b = mean_p - (a * mean_i.unsqueeze(1)).sum(2)
+    coefficients = mean(torch.cat([a.flatten(1, 2), b], dim=1))
+    return (coefficients[:, :9].unflatten(1, (3, 3)) * guide.unsqueeze(1)).sum(2) + coefficients[:, 9:]
 
 
 class StreamingEnhancer:
@@ -286,7 +341,8 @@ class StreamingEnhancer:
         streams whose options need them are refused here (``check_step`` takes the inputs).
         """
         if self.stream.needs_frame_inputs:
-            raise ValueError("stream options history_warp / region_latent / region_pixel need per-frame inputs, "
+            raise ValueError("stream options history_warp / region_latent / region_pixel / mask_condition need "
+                             "per-frame inputs, "
                              "which only StreamingEnhancer.step / step_uint8 take")
         return self._check_input(frame)
 
@@ -322,13 +378,17 @@ class StreamingEnhancer:
             references = [self._aligner.align(self._ring.get(o), o, current, ring_inputs) for o in offsets]
         if self.stream.region_latent:
             region_mask = latent_mask(inputs.mask, self._latent_stride)
-        return StepPlan(references, current_latent, region_mask)
+        condition_mask = None
+        if self.stream.mask_condition and inputs.mask is not None:
+            condition_mask = latent_mask(inputs.mask, self._latent_stride).to(image.dtype)
+        return StepPlan(references, current_latent, region_mask, condition_mask)
 
     def _run(self, image: torch.Tensor, inputs: FrameInputs) -> Tuple[torch.Tensor, torch.Tensor]:
         """The model on ``image`` with this step's options: (decoded ``[B, 3, H, W]`` float32, x0 latent)."""
         plan = self.plan_step(image, inputs)
         return run_model_step(self.model, self.layout, image, plan.references, current_latent=plan.current_latent,
-                              region_mask=plan.region_mask, region_band=self.stream.region_band)
+                              region_mask=plan.region_mask, region_band=self.stream.region_band,
+                              condition_mask=plan.condition_mask)
 
     def finish(self, decoded: torch.Tensor, frame: Optional[torch.Tensor], inputs: FrameInputs) -> torch.Tensor:
         """Decoded model space -> output frame ``[B, 3, H, W]`` float32 on 8-bit levels (``finish_output``)."""

@@ -47,7 +47,8 @@ class TrainConfig:
     Schedule: ``pretrain_steps`` non-temporal steps, then every ``temporal_every``-th step is a
     temporal batch (2 = alternating); ``temporal_frames`` frames per clip (>= 3: the last two are
     trained in one forward, the earlier ones build the history without gradients).
-    Losses: ``l2_weight``, ``perceptual_weight`` (VGG16 from ``vgg_weights``; 0 without it),
+    Losses: ``l2_weight``, ``foreground_weight`` (L2 over the actor mask / its area, the fMSE the
+    harmonization metrics report), ``perceptual_weight`` (VGG16 from ``vgg_weights``; 0 without it),
     ``temporal_weight`` (warping loss; flow from the data or RAFT with ``raft_weights``).
     """
 
@@ -68,6 +69,7 @@ class TrainConfig:
     warmup_steps: int = 0
     grad_clip: float = 1.0
     l2_weight: float = 1.0
+    foreground_weight: float = 0.0
     perceptual_weight: float = 0.3
     patch_min: int = 128
     patch_max: int = 512
@@ -102,7 +104,7 @@ class TrainConfig:
         _require(self.temporal_frames >= 3, f"train.temporal_frames must be >= 3, got {self.temporal_frames}")
         _require(self.lr > 0 and self.weight_decay >= 0 and self.grad_clip >= 0, "train.lr > 0, weight_decay and "
                  "grad_clip >= 0 required")
-        for name in ("l2_weight", "perceptual_weight", "temporal_weight"):
+        for name in ("l2_weight", "foreground_weight", "perceptual_weight", "temporal_weight"):
             _require(getattr(self, name) >= 0, f"train.{name} must be >= 0")
         _require(16 <= self.patch_min <= self.patch_max, "train.patch_min must be >= 16 and <= patch_max")
         _require(0.0 <= self.ema_decay < 1.0, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")

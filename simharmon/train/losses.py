@@ -18,7 +18,7 @@ from torch import nn
 
 from ..eval.temporal import occlusion_mask
 
-__all__ = ["l2_loss", "VggPerceptual", "temporal_warping_loss", "warp_bilinear", "VGG_LAYERS"]
+__all__ = ["foreground_l2_loss", "l2_loss", "VggPerceptual", "temporal_warping_loss", "warp_bilinear", "VGG_LAYERS"]
 
 log = logging.getLogger(__name__)
 # Indices in torchvision's vgg16().features right after relu1_2, relu2_2, relu3_3, relu4_3.
@@ -30,6 +30,19 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 def l2_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error of two ``[B, 3, H, W]`` images (any range), as a float32 scalar."""
     return F.mse_loss(output.float(), target.float())
+
+
+def foreground_l2_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Squared error over the mask, divided by its area (METRICS.md fMSE, in the images' range).
+
+    output, target: ``[B, 3, H, W]``; mask: ``[B, 1, H, W]`` in [0, 1]. Images without foreground
+    add nothing; a batch without any returns 0.
+    """
+    mask = mask.float()
+    error = (output.float() - target.float()).square().mean(dim=1, keepdim=True) * mask
+    area = mask.sum(dim=(1, 2, 3))
+    per_image = error.sum(dim=(1, 2, 3)) / area.clamp_min(1.0)
+    return per_image.sum() / (area > 0).sum().clamp_min(1)
 
 
 class VggPerceptual(nn.Module):

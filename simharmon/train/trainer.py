@@ -31,13 +31,14 @@ from ..config import config_to_dict
 from ..models.enhancer import EnhancerModel, build_enhancer, export_safetensors
 from ..replay.atomic import atomic_path, atomic_write_json
 from ..runtime.frames import model_to_frame
+from ..runtime.inputs import latent_mask
 from ..runtime.stream import StreamingEnhancer, run_model_step
 from .config import TrainConfig, train_config_to_dict
 from .data import ClipBatch, PairSet, SequenceSet
 from .distributed import DistInfo, barrier, init_distributed, resolve_device, wrap_ddp
-from .losses import VggPerceptual, l2_loss, temporal_warping_loss
+from .losses import VggPerceptual, foreground_l2_loss, l2_loss, temporal_warping_loss
 
-__all__ = ["Trainer", "StepModule", "trainable_parameters"]
+__all__ = ["Trainer", "StepModule", "condition_mask", "export_checkpoint", "trainable_parameters"]
 
 log = logging.getLogger(__name__)
 CHECKPOINT_VERSION = 1
@@ -50,9 +51,20 @@ class StepModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, image: torch.Tensor, references: Sequence[torch.Tensor]) -> torch.Tensor:
-        """image ``[B, 3, H, W]`` in [-1, 1]; references as ``run_model_step`` -> decoded ``[B, 3, H, W]``."""
-        return run_model_step(self.model, self.model.config.stream.layout, image, list(references))[0]
+    def forward(self, image: torch.Tensor, references: Sequence[torch.Tensor],
+                mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """image ``[B, 3, H, W]`` in [-1, 1]; references as ``run_model_step``; mask ``[B, 1, H, W]``
+        (the actor, fed to the DiT when ``stream.mask_condition``) -> decoded ``[B, 3, H, W]``."""
+        return run_model_step(self.model, self.model.config.stream.layout, image, list(references),
+                              condition_mask=condition_mask(self.model, mask))[0]
+
+
+def condition_mask(model: EnhancerModel, mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """The DiT's mask input for pixel mask ``[B, 1, H, W]``, exactly as ``StreamingEnhancer`` makes it;
+    None unless the model's ``stream.mask_condition`` is on."""
+    if mask is None or not model.config.stream.mask_condition:
+        return None
+    return latent_mask(mask, model.config.tokenizer.spatial_compression)
 
 
 def trainable_parameters(model: EnhancerModel, which: str) -> Dict[str, nn.Parameter]:
@@ -123,15 +135,19 @@ class Trainer:
         return torch.autocast(device_type="cuda", dtype=self.autocast_dtype)
 
     # -- losses ---------------------------------------------------------------------------------
-    def _image_losses(self, output: torch.Tensor, target: torch.Tensor, rng: np.random.Generator) -> Dict[str, torch.Tensor]:
+    def _image_losses(self, output: torch.Tensor, target: torch.Tensor, rng: np.random.Generator,
+                      mask: torch.Tensor) -> Dict[str, torch.Tensor]:
         losses = {"l2": l2_loss(output, target)}
+        if self.config.foreground_weight > 0:
+            losses["foreground"] = foreground_l2_loss(output, target, mask)
         if self.perceptual is not None:
             losses["perceptual"] = self.perceptual(output, target, rng, self.config.perceptual_patches,
                                                    (self.config.patch_min, self.config.patch_max))
         return losses
 
     def _total(self, losses: Dict[str, torch.Tensor]) -> torch.Tensor:
-        weights = {"l2": self.config.l2_weight, "perceptual": self.config.perceptual_weight,
+        weights = {"l2": self.config.l2_weight, "foreground": self.config.foreground_weight,
+                   "perceptual": self.config.perceptual_weight,
                    "temporal": self.config.temporal_weight}
         return sum(weights[k] * v for k, v in losses.items())
 
@@ -147,32 +163,36 @@ class Trainer:
         """Losses of the non-temporal batch of ``step`` (no references)."""
         rng = self._rng(step, 0)
         batch = self.pairs.batch(rng, self.config.batch_size, self.config.crop)
+        masks = batch.masks.to(self.device)
         with self._autocast():
-            output = self.forward(batch.inputs.to(self.device), [])
-        return self._image_losses(output.float(), batch.targets.to(self.device), rng)
+            output = self.forward(batch.inputs.to(self.device), [], masks)
+        return self._image_losses(output.float(), batch.targets.to(self.device), rng, masks)
 
     def clip_losses(self, step: int) -> Dict[str, torch.Tensor]:
         """Losses of the temporal batch of ``step``: history without gradients, last two frames with."""
         rng = self._rng(step, 1)
         frames = self.config.temporal_frames
         clip = self.sequences.batch(rng, self.config.batch_size, self.config.crop, frames)
-        inputs = clip.inputs.to(self.device)
+        inputs, masks = clip.inputs.to(self.device), clip.masks.to(self.device)
         stream = StreamingEnhancer(self.model, dataclasses.replace(self.model.config.stream, history="partial"))
         with torch.no_grad(), self._autocast():
             for t in range(frames - 2):
-                decoded, latent = run_model_step(self.model, stream.layout, inputs[t], stream.references())
+                decoded, latent = run_model_step(self.model, stream.layout, inputs[t], stream.references(),
+                                                 condition_mask=condition_mask(self.model, masks[t]))
                 stream.remember(model_to_frame(decoded), latent)
             refs_a = stream.references()
-            decoded, latent = run_model_step(self.model, stream.layout, inputs[frames - 2], refs_a)
+            decoded, latent = run_model_step(self.model, stream.layout, inputs[frames - 2], refs_a,
+                                             condition_mask=condition_mask(self.model, masks[frames - 2]))
             stream.remember(model_to_frame(decoded), latent)
             refs_b = stream.references()
         image = torch.cat([inputs[frames - 2], inputs[frames - 1]])
+        pair_masks = torch.cat([masks[frames - 2], masks[frames - 1]])
         references = [torch.cat([a, b]) for a, b in zip(refs_a, refs_b)]
         with self._autocast():
-            output = self.forward(image, references).float()
+            output = self.forward(image, references, pair_masks).float()
         out_a, out_b = output.chunk(2)
         targets = torch.cat([clip.targets[frames - 2], clip.targets[frames - 1]]).to(self.device)
-        losses = self._image_losses(output, targets, rng)
+        losses = self._image_losses(output, targets, rng, pair_masks)
         if clip.flow_fw is not None:
             flow_fw, flow_bw = clip.flow_fw[frames - 2], clip.flow_bw[frames - 2]
         else:
@@ -265,20 +285,9 @@ class Trainer:
     def export(self, path: Optional[Path] = None, use_ema: bool = True) -> Path:
         """Write the (EMA) weights as simharmon safetensors with the config embedded."""
         path = Path(path) if path is not None else self.out / "model.safetensors"
-        model = build_enhancer(self.model.config, device="cpu", dtype=torch.float32)
-        model.load_state_dict({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
-        if use_ema:
-            named = dict(model.named_parameters())
-            with torch.no_grad():
-                for name, value in self.ema.items():
-                    named[name].copy_(value.cpu())
-        model.config = model.config.replace(untrained=False)
-        export_safetensors(model, path, extra_metadata={
-            "train_steps": self.step, "ema": use_ema, "layout": model.config.stream.layout,
-            "train_config": json.dumps(train_config_to_dict(self.config))})
-        return path
+        return _export(self.model.config, self.model.state_dict(), self.ema if use_ema else None, self.step,
+                       train_config_to_dict(self.config), path)
 
-    # -- the loop ---------------------------------------------------------------------------------
     def run(self, steps: Optional[int] = None, export: bool = True) -> List[dict]:
         """Train until ``steps`` (default ``config.steps``); checkpoint, log to ``OUT/log.jsonl``, export."""
         from tqdm import tqdm
@@ -308,3 +317,52 @@ class Trainer:
             self.export()
         barrier(self.dist)
         return records
+
+
+def _export(model_config, model_state: dict, ema: Optional[dict], step: int, train_config: dict, path: Path) -> Path:
+    model = build_enhancer(model_config, device="cpu", dtype=torch.float32)
+    model.load_state_dict({k: v.detach().cpu() for k, v in model_state.items()})
+    if ema is not None:
+        named = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in ema.items():
+                named[name].copy_(value.cpu())
+    model.config = model.config.replace(untrained=False)
+    export_safetensors(model, path, extra_metadata={
+        "train_steps": step, "ema": ema is not None, "layout": model.config.stream.layout,
+        "train_config": json.dumps(train_config)})
+    return Path(path)
+
+
+def export_checkpoint(checkpoint: str | Path, path: str | Path, use_ema: bool = True,
+                      stream_changes: Optional[dict] = None) -> Path:
+    """Export a training checkpoint (``OUT/checkpoints/step_*.pt``) as safetensors, without its data.
+
+    The same file ``Trainer.export`` writes at that step: EMA weights unless ``use_ema`` is False.
+    ``stream_changes``: inference-only stream options to embed (e.g. ``{"guided_output": True}``);
+    options that change what the network sees are refused, since the weights were not trained so.
+    """
+    from ..config import config_from_dict
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{checkpoint}: unsupported checkpoint version {state.get('version')}")
+    config = config_from_dict(state["model_config"])
+    if stream_changes:
+        unsafe = sorted(set(stream_changes) - _INFERENCE_ONLY_STREAM_OPTIONS)
+        if unsafe:
+            raise ValueError(f"stream options {unsafe} change what the network was trained on; only "
+                             f"{sorted(_INFERENCE_ONLY_STREAM_OPTIONS)} may be changed at export")
+        config = config.replace(stream=dataclasses.replace(config.stream, **stream_changes))
+    return _export(config, state["model"], state["ema"] if use_ema else None, int(state["step"]),
+                   state["train_config"], Path(path))
+
+
+# Options applied after the decoder (output post-processing): exporting with them changes no input.
+_INFERENCE_ONLY_STREAM_OPTIONS = frozenset({"guided_output", "guided_radius", "guided_eps", "region_pixel",
+                                            "region_pixel_band"})
+
+    # -- the loop ---------------------------------------------------------------------------------

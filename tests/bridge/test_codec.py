@@ -63,3 +63,23 @@ def test_layers_decode_to_nchw():
     flow = np.random.default_rng(3).random((H, W, 2), dtype=np.float32)
     out = decode_layer(flow.tobytes(), LAYERS["flow"], W, H)
     assert out.shape == (1, 2, H, W) and np.array_equal(out[0].numpy(), flow.transpose(2, 0, 1))
+
+
+def test_decoded_frames_never_alias_the_input_buffer():
+    # A float32 frame used to be clamped in place, inside the received (or shared-memory) buffer.
+    data = np.random.default_rng(4).random((H, W, 3), dtype=np.float32) * 2
+    before = data.copy()
+    decoded = decode_pixels(data, "rgb32f", W, H)
+    assert np.array_equal(data, before) and float(decoded.frame.max()) == 1.0
+    data[...] = 0  # e.g. the client reuses its shared-memory slot
+    assert float(decoded.frame.max()) == 1.0
+
+
+def test_encode_into_a_given_array():
+    frame = torch.rand(1, 3, H, W)
+    out = np.zeros((H, W, 4), np.uint8)
+    alpha = torch.full((H, W), 7, dtype=torch.uint8)
+    assert encode_pixels(frame, "bgra8", alpha, out=out) is out
+    assert np.array_equal(out, encode_pixels(frame, "bgra8", alpha))
+    with pytest.raises(ValueError, match="out must be"):
+        encode_pixels(frame, "rgb8", out=np.zeros((H, W, 4), np.uint8))

@@ -15,6 +15,7 @@ from simharmon.bridge.protocol import (
     reply_header,
     request_header,
 )
+from simharmon.bridge.shm_protocol import parse_shm_offer, slot_layout
 
 LIMITS = Limits(max_message_bytes=10_000_000, max_width=1024, max_height=1024)
 
@@ -143,3 +144,40 @@ def test_reply_headers_round_trip():
         error_header("NOPE", "x")
     with pytest.raises(ValueError):
         reply_header("frame")
+
+
+def test_frames_in_a_shared_memory_slot_are_one_part_with_an_aligned_layout():
+    header, parts = frame_parts(layers=("mask", "depth"), shm={"name": "shb_1", "slot": 3},
+                                options={"reply_format": "rgb32f"})
+    req = decode_request(parts[:1], LIMITS)
+    assert req.buffers == {} and (req.shm.name, req.shm.slot) == ("shb_1", 3)
+    # frame 96 bytes at 0; mask 32 at 128 (next multiple of 64); depth 128 at 192
+    assert req.shm.layout == (("frame", 0, 96), ("mask", 128, 32), ("depth", 192, 128))
+    assert (req.shm.request_bytes, req.shm.reply_bytes) == (320, 8 * 4 * 12)
+    err = refused(parts)  # buffers both in the slot and inline
+    assert err.code == ErrorCode.BAD_PART_COUNT and "1 part(s) (header)" in err.message
+    assert slot_layout([("frame", 64), ("flow", 8)]) == ((("frame", 0, 64), ("flow", 64, 8)), 72)
+
+
+@pytest.mark.parametrize("shm, field", [
+    ({"name": "shb_1"}, "'shm.slot'"),
+    ({"name": "shb_1", "slot": 64}, "'shm.slot'"),
+    ({"name": "/shb_1", "slot": 0}, "'shm.name'"),
+    ({"name": "", "slot": 0}, "'shm.name'"),
+    ({"name": "shb_1", "slot": 0, "offset": 4}, "'shm'"),
+    ("shb_1", "'shm'"),
+])
+def test_bad_slot_references_name_the_field(shm, field):
+    _, parts = frame_parts(shm=shm)
+    err = refused(parts[:1])
+    assert err.code == ErrorCode.BAD_FIELD and field in err.message and err.echo["seq"] == 7
+
+
+def test_shm_offers_are_bounded_by_the_message_limit():
+    offer = {"name": "shb_1", "token": "ab" * 16, "slot_bytes": 4096, "slots": 8}
+    parsed = parse_shm_offer(offer, 4096)
+    assert (parsed.token, parsed.segment_bytes, parsed.slot_offset(2)) == (b"\xab" * 16, 64 + 8 * 4096, 64 + 8192)
+    with pytest.raises(ValueError, match="message size limit"):
+        parse_shm_offer(offer, 4095)
+    with pytest.raises(ValueError, match="'shm.token'"):
+        parse_shm_offer({**offer, "token": "AB" * 16}, 4096)

@@ -89,7 +89,7 @@ def metrics(out):
 
 def test_end_to_end_outputs(fake, drive, tmp_path, capsys):
     out = tmp_path / "run"
-    assert replay(drive, out) == 0
+    assert replay(drive, out, "--config", "tiny") == 0  # a config alone: random weights
     captured = capsys.readouterr()
     assert "UNTRAINED" in captured.err and "report:" in captured.out
     for name in ("replay.json", "report.html", "metrics/per_frame.csv", "metrics/per_frame.json",

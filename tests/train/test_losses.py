@@ -68,3 +68,19 @@ def test_perceptual_off_without_weights_and_plumbing_with_a_file(tmp_path):
     torch.save({"0.weight": torch.zeros(3)}, tmp_path / "bad.pth")
     with pytest.raises(ValueError):
         VggPerceptual.load(tmp_path / "bad.pth")
+
+
+def test_foreground_l2_is_fmse_per_image_over_images_with_foreground():
+    from simharmon.train.losses import foreground_l2_loss
+
+    gen = torch.Generator().manual_seed(0)
+    out, tgt = torch.rand(3, 3, 8, 10, generator=gen), torch.rand(3, 3, 8, 10, generator=gen)
+    mask = torch.zeros(3, 1, 8, 10)
+    mask[0, :, 2:5, 3:7] = 1.0
+    mask[1, :, :, :2] = 1.0  # image 2 has no foreground and must not count
+    expected = []
+    for b in range(2):
+        fg = mask[b, 0].bool()
+        expected.append(((out[b] - tgt[b]) ** 2).mean(0)[fg].mean())
+    assert torch.allclose(foreground_l2_loss(out, tgt, mask), torch.stack(expected).mean(), rtol=1e-6)
+    assert foreground_l2_loss(out, tgt, torch.zeros_like(mask)).item() == 0.0
