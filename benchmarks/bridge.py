@@ -54,6 +54,7 @@ import zmq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.host import cpu_model  # noqa: E402
 from simharmon.bridge.client import BridgeClient  # noqa: E402
 from simharmon.bridge.codec import decode_pixels, encode_pixels  # noqa: E402
 from simharmon.bridge.config import ClientConfig  # noqa: E402
@@ -196,12 +197,7 @@ def bridge_cameras(client: BridgeClient, frames: List[np.ndarray]):
 
 
 def host_info() -> Dict[str, object]:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = cpu_model()
 
     def git(*args):
         try:

@@ -35,6 +35,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.host import cpu_model  # noqa: E402
 from simharmon.eval.heldout import (  # noqa: E402
     drive_warping_errors,
     heldout_composites,
@@ -54,12 +55,7 @@ SAMPLE_DRIVE = REPO / "simharmon" / "data" / "sample_drive"
 
 
 def _host() -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = cpu_model()
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
@@ -211,7 +207,7 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=300, help="timed frames (default 300)")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2: the target's 2 cores)")
-    parser.add_argument("--smoke", action="store_true", help="4 composites, 10 frames; print only")
+    parser.add_argument("--smoke", action="store_true", help="4 composites, one camera, 10 frames; print (and --out)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--card", type=Path, default=None, metavar="RESULT_JSON",
                         help="write MODEL_CARD.md from this result file (with --train-log) instead of measuring")
@@ -253,8 +249,13 @@ def main(argv=None) -> int:
         "sample_drive_warping_error": warping, "speed": speed, "targets": targets,
         "all_targets_met": all(targets.values()), "seconds": round(time.perf_counter() - began, 1),
     }
+    if args.smoke:
+        result["smoke"] = True
+        result["note"] = "smoke run: a few samples and frames, NOT a result"
     text = json.dumps(result, indent=2)
     print(text)
+    if args.smoke and args.out is not None:
+        args.out.write_text(text + "\n")
     if not args.smoke:
         out = args.out or REPO / "benchmarks" / "results" / f"default-model-cpu-{dt.date.today():%Y%m%d}.json"
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,8 @@ class TrainConfig:
 
     Data: ``manifest`` (pairs, NVIDIA layout; relative paths resolve against its folder) and
     optional ``temporal_manifest`` (sequences with flow, from ``simharmon curate --temporal``);
-    ``crop`` (width, height) random crops, multiples of the model's pixel multiple.
+    ``crop`` (width, height) random crops, multiples of the model's pixel multiple;
+    ``temporal_crop`` the same for temporal batches (None: ``crop``), for sequences curated smaller.
     Model: ``model`` preset or YAML, ``model_overrides`` merged onto it (e.g. the stream layout),
     ``init_weights`` optional checkpoint to start from, ``trainable`` which parts learn.
     Schedule: ``pretrain_steps`` non-temporal steps, then every ``temporal_every``-th step is a
@@ -55,6 +56,7 @@ class TrainConfig:
     manifest: str = ""
     temporal_manifest: Optional[str] = None
     crop: Tuple[int, int] = (256, 144)
+    temporal_crop: Optional[Tuple[int, int]] = None
     model: str = "tiny"
     model_overrides: Dict[str, Any] = field(default_factory=dict)
     init_weights: Optional[str] = None
@@ -89,6 +91,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "crop", tuple(int(v) for v in self.crop))
+        if self.temporal_crop is not None:
+            object.__setattr__(self, "temporal_crop", tuple(int(v) for v in self.temporal_crop))
+            _require(len(self.temporal_crop) == 2 and min(self.temporal_crop) >= 16,
+                     f"train.temporal_crop must be (width, height) >= 16, got {self.temporal_crop}")
         _require(bool(self.manifest), "train.manifest is required (a manifest.json from simharmon curate)")
         _require(len(self.crop) == 2 and min(self.crop) >= 16, f"train.crop must be (width, height) >= 16, got {self.crop}")
         _require(self.trainable in TRAINABLE, f"train.trainable must be one of {TRAINABLE}, got {self.trainable!r}")
@@ -116,10 +122,13 @@ class TrainConfig:
         base = config_to_dict(load_config(self.model))
         merged = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(base), OmegaConf.create(self.model_overrides)))
         config = config_from_dict(merged)
-        width, height = self.crop
         multiple = config.pixel_multiple
-        _require(width % multiple == 0 and height % multiple == 0,
-                 f"train.crop {width}x{height} must be a multiple of the model's pixel multiple {multiple}")
+        for name in ("crop", "temporal_crop"):
+            if getattr(self, name) is None:
+                continue
+            width, height = getattr(self, name)
+            _require(width % multiple == 0 and height % multiple == 0,
+                     f"train.{name} {width}x{height} must be a multiple of the model's pixel multiple {multiple}")
         return config
 
     def replace(self, **changes: Any) -> TrainConfig:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import config_to_dict
+from ..config import config_from_dict, config_to_dict
 from ..models.enhancer import EnhancerModel, build_enhancer, export_safetensors
 from ..replay.atomic import atomic_path, atomic_write_json
 from ..runtime.frames import model_to_frame
@@ -172,7 +172,7 @@ class Trainer:
         """Losses of the temporal batch of ``step``: history without gradients, last two frames with."""
         rng = self._rng(step, 1)
         frames = self.config.temporal_frames
-        clip = self.sequences.batch(rng, self.config.batch_size, self.config.crop, frames)
+        clip = self.sequences.batch(rng, self.config.batch_size, self.config.temporal_crop or self.config.crop, frames)
         inputs, masks = clip.inputs.to(self.device), clip.masks.to(self.device)
         stream = StreamingEnhancer(self.model, dataclasses.replace(self.model.config.stream, history="partial"))
         with torch.no_grad(), self._autocast():
@@ -269,7 +269,8 @@ class Trainer:
         state = torch.load(target, map_location=self.device, weights_only=True)
         if state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{target}: unsupported checkpoint version {state.get('version')}")
-        if state["model_config"] != config_to_dict(self.model.config):
+        # Parsed, not compared as dicts: options added since the checkpoint take their defaults.
+        if config_from_dict(state["model_config"]) != self.model.config:
             raise ValueError(f"{target} was trained with a different model config; refusing to resume")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -342,8 +343,6 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path, use_ema: bool = 
     ``stream_changes``: inference-only stream options to embed (e.g. ``{"guided_output": True}``);
     options that change what the network sees are refused, since the weights were not trained so.
     """
-    from ..config import config_from_dict
-
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")

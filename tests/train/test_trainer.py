@@ -206,3 +206,27 @@ def test_export_checkpoint_equals_trainer_export(make_config, tmp_path):
     assert build_enhancer(weights=c).config.stream.guided_output
     with pytest.raises(ValueError, match="change what the network was trained on"):
         export_checkpoint(trainer.latest_checkpoint(), tmp_path / "d.safetensors", stream_changes={"offsets": (1,)})
+
+
+def test_resume_accepts_a_checkpoint_from_before_an_option_existed(make_config, tmp_path):
+    """A stream option added later takes its default; a real difference is still refused."""
+    trainer = Trainer(make_config(steps=2, checkpoint_every=2), progress=False)
+    trainer.run(export=False)
+    path = trainer.latest_checkpoint()
+    state = torch.load(path, weights_only=True)
+    del state["model_config"]["stream"]["guided_output"]  # as written before the option existed
+    torch.save(state, path)
+    assert Trainer(make_config(steps=2, checkpoint_every=2), progress=False).resume("auto")
+    state["model_config"]["stream"]["offsets"] = [1]
+    torch.save(state, path)
+    with pytest.raises(ValueError, match="different model config"):
+        Trainer(make_config(steps=2, checkpoint_every=2), progress=False).resume("auto")
+
+
+def test_temporal_crop_sizes_the_temporal_batches(make_config):
+    trainer = Trainer(make_config(temporal_crop=(32, 16), steps=2), progress=False)
+    clip = trainer.sequences.batch(np.random.default_rng(0), 2, trainer.config.temporal_crop, 3)
+    assert clip.inputs.shape[-2:] == (16, 32)
+    assert [r["kind"] for r in trainer.run(export=False)] == ["pair", "temporal"]
+    with pytest.raises(ConfigError, match="temporal_crop 40x16 must be a multiple"):
+        make_config(temporal_crop=(40, 16)).enhancer_config()
