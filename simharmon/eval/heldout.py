@@ -23,7 +23,7 @@ from .baselines import reinhard_transfer
 from .image_metrics import score_image
 
 __all__ = ["HELDOUT_SEED_BASE", "HeldoutSample", "HeldoutScores", "heldout_composites", "score_heldout",
-           "drive_warping_errors", "image_enhancer", "sequence_enhancer"]
+           "drive_warping_errors", "image_enhancer", "score_drive_frames", "sequence_enhancer"]
 
 HELDOUT_SEED_BASE = 1_000_000
 _ISP_STREAM = 424_242  # the composites' generator key; curation keys its generators by (seed, index, ...)
@@ -89,12 +89,13 @@ def score_heldout(samples: List[HeldoutSample],
 
 
 def drive_warping_errors(drive, enhance_camera: Callable[[str, List[np.ndarray], List[np.ndarray]], List[np.ndarray]],
-                         cameras=None) -> Dict[str, float]:
+                         cameras=None, keep: Dict[str, tuple] | None = None) -> Dict[str, float]:
     """Mean warping error (METRICS.md, ground-truth flow) of a drive's frames and of their enhancement.
 
     drive: an open :class:`simharmon.replay.drive.Drive` with flow and masks;
     enhance_camera(name, frames uint8 [H, W, 3], masks uint8 [H, W]) -> enhanced frames, in order.
     Returns {"input": e, "model": e}, each the mean over every camera's frame pairs.
+    keep: if given, receives ``{camera: (frames, masks, enhanced)}`` for further scoring.
     """
     import torch
 
@@ -120,9 +121,29 @@ def drive_warping_errors(drive, enhance_camera: Callable[[str, List[np.ndarray],
                 raise ValueError(f"camera {name!r} has no flow for frame {i}")
             flows.append((flow_to_tensor(pair[0]), flow_to_tensor(pair[1])))
         enhanced = enhance_camera(name, frames, masks)
+        if keep is not None:
+            keep[name] = (frames, masks, enhanced)
         for key, sequence in (("input", frames), ("model", enhanced)):
             errors[key].extend(e for e in warping_error([unit(f) for f in sequence], flows) if e is not None)
     return {key: float(np.mean(values)) for key, values in errors.items()}
+
+
+def score_drive_frames(drive, kept: Dict[str, tuple]) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """Mean fMSE and PSNR against the drive's ground truth, per camera, for the kept model outputs,
+    the input and Reinhard: ``{camera: {"model" | "input" | "reinhard": {"fmse", "psnr"}}}``."""
+    result: Dict[str, Dict[str, Dict[str, float]]] = {}
+    for name, (frames, masks, enhanced) in kept.items():
+        scores: Dict[str, List[Tuple[float, float]]] = {"model": [], "input": [], "reinhard": []}
+        for index, (frame, mask, output) in enumerate(zip(frames, masks, enhanced)):
+            truth = drive.read_gt(name, index)
+            if truth is None:
+                raise ValueError(f"camera {name!r} frame {index} has no ground truth")
+            for method, image in (("model", output), ("input", frame), ("reinhard", reinhard_transfer(frame, mask))):
+                s = score_image(image, truth, mask)
+                scores[method].append((s.fmse, s.psnr))
+        result[name] = {m: {"fmse": float(np.mean([f for f, _ in v if f is not None])),
+                            "psnr": float(np.mean([p for _, p in v]))} for m, v in scores.items()}
+    return result
 
 
 def _step_uint8(stream, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
