@@ -28,9 +28,10 @@ def _configure_serve(parser: argparse.ArgumentParser) -> None:
                         help="model: the enhancer (default); identity: a STAND-IN that returns frames unchanged, "
                              "for transport tests and benchmarks")
     parser.add_argument("--config", default=None, metavar="NAME_OR_YAML",
-                        help="enhancer preset (tiny, cosmos-0.6b) or YAML; default: the config in the weights, else tiny")
+                        help="enhancer preset (tiny, cosmos-0.6b) or YAML; default: the config in the weights")
     parser.add_argument("--weights", type=Path, action="append", default=[], metavar="PATH",
-                        help="checkpoint file, repeatable; without it the weights are random (untrained)")
+                        help="checkpoint file, repeatable; without --weights and --config: the bundled default model; "
+                             "with --config alone: random (untrained) weights")
     parser.add_argument("--device", default="auto", metavar="cpu|cuda",
                         help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
     parser.add_argument("--max-streams", type=_positive_int, default=64, metavar="N",

@@ -188,13 +188,24 @@ class IdentityEngine:
 def build_engine(kind: str = "model", config: Union[None, str, Path] = None,
                  weights: Union[None, str, Path, Sequence[Union[str, Path]]] = None, device: str = "cpu",
                  max_streams: int = 64, identity_delay_s: float = 0.0) -> Engine:
-    """Build the engine for ``simharmon serve``: ``kind`` "model" (the enhancer from ``config`` and
-    ``weights``; random weights without any) or "identity" (the stand-in)."""
+    """Build the engine for ``simharmon serve``: ``kind`` "model" or "identity" (the stand-in).
+
+    "model": the enhancer from ``config`` and ``weights``; with neither, the bundled default model
+    (``simharmon.models.bundled``); with a config alone, random weights. The exact optimizations
+    (``OptimizedEnhancer``) are on unless the tokenizer has decoder skip connections.
+    """
     if kind == "identity":
         return IdentityEngine(max_streams=max_streams, delay_s=identity_delay_s, device=device)
     if kind != "model":
         raise ValueError(f"engine must be 'model' or 'identity', got {kind!r}")
+    from ..models.bundled import default_weights
     from ..models.enhancer import build_enhancer
+    from ..runtime.optimize import OptimizedEnhancer
 
-    model = build_enhancer(config, weights or None, device=device)
+    if isinstance(weights, (str, Path)):
+        weights = [weights]
+    chosen = default_weights([Path(w) for w in (weights or [])], None if config is None else str(config))
+    model = build_enhancer(config, [str(w) for w in chosen] or None, device=device)
+    if not model.config.tokenizer.skip_connections:
+        model = OptimizedEnhancer(model).prepare()
     return ModelEngine(model, max_streams=max_streams)

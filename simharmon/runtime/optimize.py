@@ -49,6 +49,11 @@ class OptimizedEnhancer(nn.Module):
         return self.model.config
 
     @property
+    def weights(self) -> list:
+        """The files the wrapped model's weights were loaded from (empty: random weights)."""
+        return self.model.weights
+
+    @property
     def dit(self) -> CosmosDiT:
         """The wrapped model's DiT."""
         return self.model.dit

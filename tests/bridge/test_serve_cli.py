@@ -29,3 +29,16 @@ def test_bad_values_are_usage_errors(args):
     with pytest.raises(SystemExit) as info:
         main(["serve", *args])
     assert info.value.code == 2
+
+
+def test_model_engine_defaults_to_the_bundled_model():
+    from simharmon.bridge.engines import build_engine
+    from simharmon.models.bundled import BUNDLED_NAME
+    from simharmon.runtime.optimize import OptimizedEnhancer
+
+    engine = build_engine("model")
+    assert not engine.untrained and engine.model.config.name == BUNDLED_NAME
+    assert isinstance(engine.model, OptimizedEnhancer)
+    assert "mask" in engine.used_inputs  # it reads the actor mask
+    random = build_engine("model", config="tiny")
+    assert random.untrained and random.model.config.name == "tiny"
