@@ -261,6 +261,10 @@ def replay(options: ReplayOptions, log: Callable[[str], None] = _stderr) -> Repl
         log(UNTRAINED_WARNING.format(name=config.name))
     if options.weights and Path(options.weights[0]).resolve() == BUNDLED_WEIGHTS.resolve():
         log(f"using the bundled default model {config.name!r} (model card: {MODEL_CARD})")
+    unmasked = [n for n in names if not drive.has("mask", n)]
+    if config.stream.uses_mask and unmasked:
+        log(f"note: {config.name!r} harmonizes inserted actors and reads their masks; camera(s) {unmasked} of "
+            f"{options.drive} have none, so their frames get an empty mask and pass through unchanged")
 
     out_dir = options.out
     targets = {n: drive.frame_count(n) if options.max_frames is None else min(drive.frame_count(n), options.max_frames)

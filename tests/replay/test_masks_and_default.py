@@ -108,3 +108,14 @@ def test_default_weights_rules(monkeypatch, tmp_path):
     monkeypatch.setattr(bundled, "BUNDLED_WEIGHTS", tmp_path / "missing.safetensors")
     with pytest.raises(FileNotFoundError, match="bundled default model .* is missing"):
         bundled.default_weights([], None)
+
+
+def test_replay_without_masks_says_frames_pass_through(masked_config, tmp_path, capsys):
+    _, path = masked_config
+    frames, _ = _frames_and_masks(tmp_path, count=2)
+    out = tmp_path / "run"
+    assert main(["replay", str(tmp_path / "frames"), "--out", str(out), "--config", str(path), "--no-progress",
+                 "--device", "cpu"]) == 0
+    assert "have none, so their frames get an empty mask and pass through unchanged" in capsys.readouterr().err
+    enhanced = sorted((out / "cameras").rglob("enhanced/*.png"))
+    assert len(enhanced) == 2 and all(np.array_equal(load_image_rgb(p), f) for p, f in zip(enhanced, frames))
