@@ -2,8 +2,9 @@
 
 Its weights ship inside the package (``simharmon/data/default_model/``) with a model card. The
 safetensors file carries its config, so loading needs nothing else. It harmonizes INSERTED ACTORS:
-the actor mask goes into the DiT (``stream.mask_condition``) and the output keeps the input outside
-the mask plus a 2-pixel band (``stream.region_pixel``). A frame without a mask passes through.
+the actor mask goes into the DiT (``stream.mask_condition``), the output keeps the input outside the
+mask (``stream.region_pixel``) and the input's detail inside it (``stream.guided_output``). A frame
+without a mask passes through.
 """
 
 from __future__ import annotations

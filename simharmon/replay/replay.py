@@ -205,8 +205,9 @@ def _enhance(cameras: List[_Camera], drive: Drive, device: str, record: RunRecor
                                      f"but it reported {len(camera.names)}")
                 index, name, image = item
                 try:
-                    extra = mask_input(camera.stream.stream, drive.read_mask(camera.name, index) if camera.stream.stream
-                                       .uses_mask else None, *image.shape[:2], device)
+                    options = camera.stream.stream
+                    mask = drive.read_mask(camera.name, index) if options.uses_mask else None
+                    extra = mask_input(options, mask, *image.shape[:2], device)
                     output, milliseconds = _step_timed(camera.stream, uint8_hwc_to_frame(image, device=device), device,
                                                        extra)
                 except ValueError as exc:

@@ -55,8 +55,8 @@ class Engine:
         require_backend(self.config.backend, self.device)
         if getattr(self.stream_config, "needs_frame_inputs", False):
             raise ValueError("stream options history_warp / region_latent / region_pixel / mask_condition need "
-                             "per-frame renderer "
-                             "inputs, which the engine does not take; use StreamingEnhancer.step for them")  # fmt: skip
+                             "per-frame renderer inputs, which the engine does not take; use StreamingEnhancer.step "
+                             "for them")
         if getattr(self.stream_config, "guided_output", False):
             raise ValueError("stream option guided_output is not implemented in the engine's fused output path; "
                              "use StreamingEnhancer / MultiStreamEnhancer for it")

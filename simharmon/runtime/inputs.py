@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..config import StreamConfig
 
-__all__ = ["FrameInputs", "gather_inputs"]
+__all__ = ["FrameInputs", "condition_mask", "gather_inputs", "latent_mask"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +64,15 @@ class FrameInputs:
 def latent_mask(mask: torch.Tensor, stride: int) -> torch.Tensor:
     """``[B, 1, H, W]`` pixel mask -> ``[B, 1, H/stride, W/stride]``: a cell touched by the mask counts."""
     return F.max_pool2d(mask, stride) if stride > 1 else mask
+
+
+def condition_mask(stream: StreamConfig, mask: Optional[torch.Tensor], stride: int) -> Optional[torch.Tensor]:
+    """The DiT's mask input (``stream.mask_condition``) for pixel mask ``[B, 1, H, W]``: its
+    ``latent_mask``; None (the DiT then sees zeros) without the option or without a mask.
+    Streaming and training both build it here, so the network sees the same input in each."""
+    if mask is None or not stream.mask_condition:
+        return None
+    return latent_mask(mask, stride)
 
 
 def _tensor(name: str, value, dims: int, shape_tail, batch: int, device, dtype, shared: bool = False) -> torch.Tensor:

@@ -29,15 +29,15 @@ import dataclasses
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from ..config import StreamConfig
 from ..models.enhancer import EnhancerModel
 from ..ops import masked_blend, pack, unpack
 from .boundary import as_uint8_frames, hwc_to_unit_frame, levels_to_hwc
 from .frames import check_frame, frame_to_model, model_to_frame, quantize_like_release
+from .guided import guided_filter
 from .history_warp import HistoryAligner
-from .inputs import FrameInputs, gather_inputs, latent_mask
+from .inputs import FrameInputs, condition_mask, gather_inputs, latent_mask
 from .ring import TensorRing
 
 __all__ = ["StepPlan", "StreamingEnhancer", "finish_output", "run_model_step"]
@@ -74,6 +74,7 @@ def run_model_step(model: EnhancerModel, layout: str, image: torch.Tensor, refer
         if current_latent is not None:
             current = current_latent.unsqueeze(2)
         latents = torch.cat([current] + [ref.unsqueeze(2) for ref in references], dim=2)
+    # Only pass the mask when there is one: the compiled runtime's denoise takes none (it refuses the option).
     x0 = model.denoise(latents) if condition_mask is None else model.denoise(latents, condition_mask=condition_mask)
     current_x0 = x0[:, :, :1]
     if region_mask is not None:
@@ -117,55 +118,12 @@ def finish_output(stream: StreamConfig, decoded: torch.Tensor, frame: Optional[t
     """
     if not (stream.region_pixel or stream.guided_output):
         return model_to_frame(decoded)
-    output = decoded.float() * 0.5 + 0.5
+    output, frame = decoded.float() * 0.5 + 0.5, frame.float()
     if stream.guided_output:
-        output = guided_output(frame.float(), output, stream.guided_radius, stream.guided_eps)
+        output = guided_filter(frame, output, stream.guided_radius, stream.guided_eps)
     if stream.region_pixel:
-        output = masked_blend(output, frame.float(), mask, stream.region_pixel_band)
+        output = masked_blend(output, frame, mask, stream.region_pixel_band)
     return quantize_like_release(output)
-
-
-def guided_output(guide: torch.Tensor, decoded: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
-    """He et al.'s colour guided filter of ``decoded`` with ``guide`` (both ``[B, 3, H, W]`` in [0, 1]).
-
-    Each output channel is locally an affine function of the guide's three channels: the ridge
-    regression (``eps``) of ``decoded`` on the guide over each ``(2 radius + 1)^2`` window (reflect
-    borders), averaged over the windows that cover a pixel. Window means come from running sums
-    and the 3x3 systems are solved in closed form (adjugate), in float32: a few milliseconds at
-    256x144, where kornia's ``guided_blur`` (batched solves, 2-D pooling) took 300 ms.
-    """
-    guide, decoded = guide.float(), decoded.float()
-    batch, _, height, width = guide.shape
-    if min(height, width) <= radius:
-        radius = max(min(height, width) - 1, 1)  # reflect padding needs radius < size
-
-    def mean(x: torch.Tensor) -> torch.Tensor:
-        # Box sums from running sums along each axis: O(1) per pixel whatever the radius.
-        size = 2 * radius + 1
-        padded = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-        running = F.pad(padded.cumsum(2), (0, 0, 1, 0))
-        rows = running[:, :, size:] - running[:, :, :-size]
-        running = F.pad(rows.cumsum(3), (1, 0))
-        return (running[..., size:] - running[..., :-size]) / (size * size)
-
-    pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
-    stats = mean(torch.cat([guide, decoded, torch.stack([guide[:, i] * guide[:, j] for i, j in pairs], 1),
-                            (guide.unsqueeze(1) * decoded.unsqueeze(2)).flatten(1, 2)], dim=1))
-    mean_i, mean_p = stats[:, 0:3], stats[:, 3:6]
-    s = {pair: stats[:, 6 + k] - mean_i[:, pair[0]] * mean_i[:, pair[1]] for k, pair in enumerate(pairs)}
-    cov = (stats[:, 12:21].unflatten(1, (3, 3)) - mean_p.unsqueeze(2) * mean_i.unsqueeze(1))  # [B, out, guide, H, W]
-    a00, a01, a02 = s[0, 0] + eps, s[0, 1], s[0, 2]
-    a11, a12, a22 = s[1, 1] + eps, s[1, 2], s[2, 2] + eps
-    # Inverse of the symmetric 3x3 system by its adjugate.
-    c00, c01, c02 = a11 * a22 - a12 * a12, a02 * a12 - a01 * a22, a01 * a12 - a02 * a11
-    c11, c12, c22 = a00 * a22 - a02 * a02, a01 * a02 - a00 * a12, a00 * a11 - a01 * a01
-    det = a00 * c00 + a01 * c01 + a02 * c02
-    inverse = torch.stack([torch.stack([c00, c01, c02], 1), torch.stack([c01, c11, c12], 1),
-                           torch.stack([c02, c12, c22], 1)], 1) / det.unsqueeze(1).unsqueeze(1)  # [B, 3, 3, H, W]
-    a = torch.einsum("bgkhw,bokhw->boghw", inverse, cov)  # a[o, g] = sum_k inv[g, k] cov[o, k]
-    b = mean_p - (a * mean_i.unsqueeze(1)).sum(2)
-    coefficients = mean(torch.cat([a.flatten(1, 2), b], dim=1))
-    return (coefficients[:, :9].unflatten(1, (3, 3)) * guide.unsqueeze(1)).sum(2) + coefficients[:, 9:]
 
 
 class StreamingEnhancer:
@@ -342,8 +300,7 @@ class StreamingEnhancer:
         """
         if self.stream.needs_frame_inputs:
             raise ValueError("stream options history_warp / region_latent / region_pixel / mask_condition need "
-                             "per-frame inputs, "
-                             "which only StreamingEnhancer.step / step_uint8 take")
+                             "per-frame inputs, which only StreamingEnhancer.step / step_uint8 take")
         return self._check_input(frame)
 
     def check_step(self, frame: torch.Tensor, **given) -> Tuple[torch.Tensor, FrameInputs]:
@@ -378,10 +335,8 @@ class StreamingEnhancer:
             references = [self._aligner.align(self._ring.get(o), o, current, ring_inputs) for o in offsets]
         if self.stream.region_latent:
             region_mask = latent_mask(inputs.mask, self._latent_stride)
-        condition_mask = None
-        if self.stream.mask_condition and inputs.mask is not None:
-            condition_mask = latent_mask(inputs.mask, self._latent_stride).to(image.dtype)
-        return StepPlan(references, current_latent, region_mask, condition_mask)
+        return StepPlan(references, current_latent, region_mask,
+                        condition_mask(self.stream, inputs.mask, self._latent_stride))
 
     def _run(self, image: torch.Tensor, inputs: FrameInputs) -> Tuple[torch.Tensor, torch.Tensor]:
         """The model on ``image`` with this step's options: (decoded ``[B, 3, H, W]`` float32, x0 latent)."""

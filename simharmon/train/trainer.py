@@ -31,7 +31,7 @@ from ..config import config_from_dict, config_to_dict
 from ..models.enhancer import EnhancerModel, build_enhancer, export_safetensors
 from ..replay.atomic import atomic_path, atomic_write_json
 from ..runtime.frames import model_to_frame
-from ..runtime.inputs import latent_mask
+from ..runtime.inputs import condition_mask as stream_condition_mask
 from ..runtime.stream import StreamingEnhancer, run_model_step
 from .config import TrainConfig, train_config_to_dict
 from .data import ClipBatch, PairSet, SequenceSet
@@ -59,12 +59,10 @@ class StepModule(nn.Module):
                               condition_mask=condition_mask(self.model, mask))[0]
 
 
+
 def condition_mask(model: EnhancerModel, mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    """The DiT's mask input for pixel mask ``[B, 1, H, W]``, exactly as ``StreamingEnhancer`` makes it;
-    None unless the model's ``stream.mask_condition`` is on."""
-    if mask is None or not model.config.stream.mask_condition:
-        return None
-    return latent_mask(mask, model.config.tokenizer.spatial_compression)
+    """The DiT's mask input for pixel mask ``[B, 1, H, W]``, as ``StreamingEnhancer`` makes it."""
+    return stream_condition_mask(model.config.stream, mask, model.config.tokenizer.spatial_compression)
 
 
 def trainable_parameters(model: EnhancerModel, which: str) -> Dict[str, nn.Parameter]:
@@ -289,6 +287,7 @@ class Trainer:
         return _export(self.model.config, self.model.state_dict(), self.ema if use_ema else None, self.step,
                        train_config_to_dict(self.config), path)
 
+    # -- the loop ---------------------------------------------------------------------------------
     def run(self, steps: Optional[int] = None, export: bool = True) -> List[dict]:
         """Train until ``steps`` (default ``config.steps``); checkpoint, log to ``OUT/log.jsonl``, export."""
         from tqdm import tqdm
@@ -335,6 +334,11 @@ def _export(model_config, model_state: dict, ema: Optional[dict], step: int, tra
     return Path(path)
 
 
+# Options applied after the decoder (output post-processing): exporting with them changes no input.
+_INFERENCE_ONLY_STREAM_OPTIONS = frozenset({"guided_output", "guided_radius", "guided_eps", "region_pixel",
+                                            "region_pixel_band"})
+
+
 def export_checkpoint(checkpoint: str | Path, path: str | Path, use_ema: bool = True,
                       stream_changes: Optional[dict] = None) -> Path:
     """Export a training checkpoint (``OUT/checkpoints/step_*.pt``) as safetensors, without its data.
@@ -358,10 +362,3 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path, use_ema: bool = 
         config = config.replace(stream=dataclasses.replace(config.stream, **stream_changes))
     return _export(config, state["model"], state["ema"] if use_ema else None, int(state["step"]),
                    state["train_config"], Path(path))
-
-
-# Options applied after the decoder (output post-processing): exporting with them changes no input.
-_INFERENCE_ONLY_STREAM_OPTIONS = frozenset({"guided_output", "guided_radius", "guided_eps", "region_pixel",
-                                            "region_pixel_band"})
-
-    # -- the loop ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""stream.guided_output: the decoded frame guided-filtered with the input as the guide."""
+"""stream.guided_output: the decoded frame guided-filtered (runtime.guided) with the input as the guide."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from simharmon.config import ConfigError, StreamConfig, load_config
 from simharmon.models.enhancer import build_enhancer
 from simharmon.runtime.frames import quantize_like_release
+from simharmon.runtime.guided import guided_filter
 from simharmon.runtime.multistream import MultiStreamEnhancer
-from simharmon.runtime.stream import StreamingEnhancer, finish_output, guided_output
+from simharmon.runtime.stream import StreamingEnhancer, finish_output
 
 H, W = 32, 48
 
@@ -51,7 +52,7 @@ def _pair(seed=0):
 @pytest.mark.parametrize("radius,eps", [(1, 1e-3), (3, 1e-2), (7, 1e-4)])
 def test_matches_the_written_out_filter(radius, eps):
     guide, decoded = _pair(radius)
-    got = guided_output(guide, decoded, radius, eps)
+    got = guided_filter(guide, decoded, radius, eps)
     # float32 box sums against float64: measured worst case 2.4e-6 here.
     assert (got.double() - _guided_reference(guide, decoded, radius, eps)).abs().max() < 2e-5
 
@@ -61,12 +62,12 @@ def test_reproduces_an_affine_colour_change_and_moves_with_the_content():
     guide = torch.stack([0.5 + 0.3 * torch.sin(xx / (1.5 + c) + yy / (2.5 + c)) for c in range(3)])[None]
     gains, offsets = torch.tensor([1.3, 0.8, 0.6]).view(1, 3, 1, 1), torch.tensor([-0.1, 0.05, 0.2]).view(1, 3, 1, 1)
     target = guide * gains + offsets  # an exposure / white-balance change the model outputs exactly
-    assert (guided_output(guide, target, 4, 1e-5) - target).abs().max() < 2e-3  # measured 3.0e-4
+    assert (guided_filter(guide, target, 4, 1e-5) - target).abs().max() < 2e-3  # measured 3.0e-4
     # Content moved by (3, 5) px gives the output moved by as much, away from the borders.
     gen = torch.Generator().manual_seed(7)
     decoded = (target + 0.05 * torch.rand(1, 3, H, W, generator=gen)).clamp(0, 1)
-    out = guided_output(guide, decoded, 2, 1e-3)
-    moved = guided_output(guide.roll((3, 5), (2, 3)), decoded.roll((3, 5), (2, 3)), 2, 1e-3)
+    out = guided_filter(guide, decoded, 2, 1e-3)
+    moved = guided_filter(guide.roll((3, 5), (2, 3)), decoded.roll((3, 5), (2, 3)), 2, 1e-3)
     inner = (slice(None), slice(None), slice(8, H - 8), slice(10, W - 10))
     assert (moved.roll((-3, -5), (2, 3))[inner] - out[inner]).abs().max() < 1e-5
 
@@ -77,7 +78,7 @@ def test_finish_output_filters_then_pastes_the_input_outside_the_band():
     mask[..., 8:20, 10:30] = 1
     stream = StreamConfig(guided_output=True, guided_radius=2, region_pixel=True, region_pixel_band=2)
     out = finish_output(stream, decoded * 2 - 1, guide, mask)
-    filtered = quantize_like_release(guided_output(guide, decoded, 2, stream.guided_eps))
+    filtered = quantize_like_release(guided_filter(guide, decoded, 2, stream.guided_eps))
     assert torch.equal(out[..., 10:18, 14:26], filtered[..., 10:18, 14:26])  # inside the mask
     assert torch.equal(out[..., :4, :], quantize_like_release(guide)[..., :4, :])  # far outside: the input
 
