@@ -141,8 +141,8 @@ def _choices_section(results_dir: Path) -> list:
     lines += [
         "- The sample drive's inserted vehicle now flickers (its exposure jitters by up to 8 % per frame, "
         "`simharmon/data/sample_drive.py`). Disclosure: this change was made while building this model. Before it "
-        "the drive's input was exactly flow-consistent (warping error 0), a bar no learned enhancer meets: an early "
-        "checkpoint of this model scored 3.2e-05 there. Inserted assets rendered with their own exposure do "
+        "the drive's input was exactly flow-consistent (warping error 0), a bar no learned enhancer meets: the step-200 "
+        "checkpoint of this model scored 3.2e-05 on its left camera (a --smoke run). Inserted assets rendered with their own exposure do "
         "flicker, and a temporally stable enhancer should reduce that, which is what the target now measures.",
     ]
     return lines + [""]
