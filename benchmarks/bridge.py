@@ -56,9 +56,9 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.host import cpu_model  # noqa: E402
 from simharmon.bridge.client import BridgeClient  # noqa: E402
-from simharmon.bridge.codec import decode_pixels, encode_pixels  # noqa: E402
 from simharmon.bridge.config import ClientConfig  # noqa: E402
 from simharmon.bridge.engines import IdentityEngine  # noqa: E402
+from simharmon.io.pixels import decode_pixels, encode_pixels  # noqa: E402
 
 TARGET_P50_MS = 1.5
 MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed value: frame-sized buffers stay in the heap

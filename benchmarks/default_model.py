@@ -44,11 +44,11 @@ from simharmon.eval.heldout import (  # noqa: E402
     score_heldout,
     sequence_enhancer,
 )
+from simharmon.io.drives import open_drive  # noqa: E402
+from simharmon.io.pixels import uint8_hwc_to_frame  # noqa: E402
 from simharmon.models.bundled import bundled_weights  # noqa: E402
 from simharmon.models.enhancer import build_enhancer  # noqa: E402
-from simharmon.replay.drives import open_drive  # noqa: E402
 from simharmon.replay.enhance import mask_input  # noqa: E402
-from simharmon.runtime.frames import uint8_hwc_to_frame  # noqa: E402
 from simharmon.runtime.optimize import OptimizedEnhancer  # noqa: E402
 from simharmon.runtime.stream import StreamingEnhancer  # noqa: E402
 

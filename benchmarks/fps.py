@@ -39,11 +39,11 @@ import numpy as np
 import torch
 
 from simharmon.config import EngineConfig, OptimizationConfig, StreamConfig, load_config, preset_path
+from simharmon.io.pixels import frame_to_model, quantize_like_release, uint8_hwc_to_frame
 from simharmon.models.enhancer import DTYPES, build_enhancer
 from simharmon.runtime.backends import BackendUnavailable, require_backend
 from simharmon.runtime.engine import Engine
 from simharmon.runtime.flops import engine_step_flops, meta_model, release_loop_flops
-from simharmon.runtime.frames import frame_to_model, quantize_like_release, uint8_hwc_to_frame
 from simharmon.runtime.timing import Clock, measure_ceilings, percentiles
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -18,9 +18,9 @@ import simharmon.replay.enhance as enhance_module
 from simharmon.cli import main
 from simharmon.config import EnhancerConfig, load_config
 from simharmon.data.sample import make_sample_frames
-from simharmon.replay.atomic import atomic_save_png
-from simharmon.replay.frames_io import open_frame_source
-from simharmon.runtime.frames import check_frame, quantize_like_release
+from simharmon.io.atomic import atomic_save_png
+from simharmon.io.frame_sources import open_frame_source
+from simharmon.io.pixels import check_frame, quantize_like_release
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_FRAMES, WIDTH, HEIGHT = 6, 64, 48
@@ -263,7 +263,7 @@ def test_unsupported_size_names_the_frame(backend, tmp_path, capsys):
 
 
 def test_video_input(fake, frames_dir, tmp_path):
-    from simharmon.replay.video_writer import write_mp4
+    from simharmon.io.video import write_mp4
 
     video = tmp_path / "clip.mp4"
     write_mp4(video, [img for _, _, img in open_frame_source(frames_dir)], fps=25)

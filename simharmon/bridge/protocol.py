@@ -15,6 +15,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import msgpack
 
+from ..io.pixels import LAYERS, PIXEL_FORMATS, LayerSpec, PixelFormat
 from .shm_protocol import SHM_MAX_SLOTS, SHM_NAME_PATTERN, ShmRef, slot_layout
 
 __all__ = [
@@ -55,64 +56,6 @@ UINT64_MAX = 2**64 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_NAME_BYTES = 64  # sim and camera names
 
-
-@dataclass(frozen=True)
-class PixelFormat:
-    """A frame pixel format: interleaved, row-major, tightly packed ``[H, W, channels]``."""
-
-    name: str
-    channels: int
-    dtype: str  # numpy dtype string, little-endian
-    bytes_per_channel: int
-    order: str  # channel order in memory, e.g. "rgb", "bgra"
-
-    @property
-    def bytes_per_pixel(self) -> int:
-        return self.channels * self.bytes_per_channel
-
-    @property
-    def has_alpha(self) -> bool:
-        return "a" in self.order
-
-    @property
-    def is_float(self) -> bool:
-        return self.dtype.startswith("<f")
-
-
-PIXEL_FORMATS: Dict[str, PixelFormat] = {
-    f.name: f
-    for f in (
-        PixelFormat("rgb8", 3, "|u1", 1, "rgb"),
-        PixelFormat("rgba8", 4, "|u1", 1, "rgba"),
-        PixelFormat("bgra8", 4, "|u1", 1, "bgra"),
-        PixelFormat("rgb16f", 3, "<f2", 2, "rgb"),
-        PixelFormat("rgb32f", 3, "<f4", 4, "rgb"),
-    )
-}
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """An optional per-pixel buffer sent after the frame: ``[H, W, channels]`` of ``dtype``."""
-
-    name: str
-    channels: int
-    dtype: str
-    bytes_per_channel: int
-    meaning: str
-
-    def nbytes(self, width: int, height: int) -> int:
-        return width * height * self.channels * self.bytes_per_channel
-
-
-LAYERS: Dict[str, LayerSpec] = {
-    spec.name: spec
-    for spec in (
-        LayerSpec("mask", 1, "|u1", 1, "actor mask: 0 = background, 1..255 = inserted actor id or weight"),
-        LayerSpec("depth", 1, "<f4", 4, "depth along the camera z axis in metres; 0 or inf = no surface"),
-        LayerSpec("flow", 2, "<f4", 4, "backward optical flow to the previous frame in pixels (dx, dy)"),
-    )
-}
 
 OPTION_NAMES: Tuple[str, ...] = ("reply_format", "reset", "max_age_ms")
 

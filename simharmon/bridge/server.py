@@ -27,7 +27,7 @@ from typing import Any, Dict, Hashable, List, Optional, Tuple
 
 import zmq
 
-from .codec import PixelError, decode_layer, decode_pixels, encode_pixels
+from ..io.pixels import PixelError, decode_layer, decode_pixels, encode_pixels
 from .config import ServerConfig, is_loopback_endpoint
 from .engines import Engine, FrameAux
 from .protocol import (

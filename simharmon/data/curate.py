@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from ..replay.atomic import atomic_save_png, atomic_write_json
+from ..io.atomic import atomic_save_png, atomic_write_json
 from .degrade import random_artifacts
 from .isp import apply_isp, as_mask, composite, isp_composite, sample_isp_params
 from .procedural import procedural_scene
@@ -225,7 +225,7 @@ def _write_sequence(out: Path, seq_id: str, image: np.ndarray, mask: np.ndarray,
             entry[key].append(f"temporal/{seq_id}/{name}_{t:03d}.png")
         _save_mask(folder / f"mask_{t:03d}.png", crop_mask)
         entry["masks"].append(f"temporal/{seq_id}/mask_{t:03d}.png")
-    from ..replay.atomic import atomic_path
+    from ..io.atomic import atomic_path
 
     with atomic_path(folder / "flow.npz") as tmp, open(tmp, "wb") as handle:
         np.savez(handle, flow_fw=seq.flow_fw, flow_bw=seq.flow_bw)

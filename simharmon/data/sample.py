@@ -205,7 +205,7 @@ def write_sample(out_dir: Union[str, os.PathLike], **kwargs) -> List[Path]:
 
     kwargs are passed to :func:`make_sample_frames`. Returns the written paths in order.
     """
-    from ..replay.atomic import atomic_save_png  # local: keeps this module importable without PIL
+    from ..io.atomic import atomic_save_png  # local: keeps this module importable without PIL
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

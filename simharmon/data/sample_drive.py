@@ -280,9 +280,9 @@ def make_sample_drive(num_frames: int = NUM_FRAMES) -> Dict[str, Dict[str, List[
 
 def write_sample_drive(out_dir: Union[str, os.PathLike], num_frames: int = NUM_FRAMES, overwrite: bool = False) -> Path:
     """Render the sample drive into ``out_dir`` in the drive folder format; returns the folder."""
-    from ..replay.atomic import atomic_write_bytes
-    from ..replay.drive import CameraInfo, Intrinsics
-    from ..replay.drive_folder import DriveFolderWriter
+    from ..io.atomic import atomic_write_bytes
+    from ..io.drive import CameraInfo, Intrinsics
+    from ..io.drive_folder import DriveFolderWriter
 
     data = make_sample_drive(num_frames)
     intrinsics = Intrinsics(FOCAL, FOCAL, CX, CY)

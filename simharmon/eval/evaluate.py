@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..replay.drive import Drive
+from ..io.drive import Drive
 from .baselines import BASELINES
 from .flow import RaftFlow, depth_flow_pair
 from .image_metrics import score_image
@@ -153,7 +153,7 @@ def evaluate_drive(drive: Drive, outputs: Dict[str, Sequence[Path]], latency: Di
     """
     from tqdm import tqdm
 
-    from ..replay.frames_io import load_image_rgb
+    from ..io.frame_sources import load_image_rgb
 
     load_output = load_output or load_image_rgb
     result = EvalResult()

@@ -92,7 +92,7 @@ def drive_warping_errors(drive, enhance_camera: Callable[[str, List[np.ndarray],
                          cameras=None, keep: Dict[str, tuple] | None = None) -> Dict[str, float]:
     """Mean warping error (METRICS.md, ground-truth flow) of a drive's frames and of their enhancement.
 
-    drive: an open :class:`simharmon.replay.drive.Drive` with flow and masks;
+    drive: an open :class:`simharmon.io.drive.Drive` with flow and masks;
     enhance_camera(name, frames uint8 [H, W, 3], masks uint8 [H, W]) -> enhanced frames, in order.
     Returns {"input": e, "model": e}, each the mean over every camera's frame pairs.
     keep: if given, receives ``{camera: (frames, masks, enhanced)}`` for further scoring.
@@ -149,8 +149,8 @@ def score_drive_frames(drive, kept: Dict[str, tuple]) -> Dict[str, Dict[str, Dic
 def _step_uint8(stream, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     import torch
 
+    from ..io.pixels import frame_to_uint8_hwc, uint8_hwc_to_frame
     from ..replay.enhance import mask_input
-    from ..runtime.frames import frame_to_uint8_hwc, uint8_hwc_to_frame
 
     device = str(stream.model.device)
     extra = mask_input(stream.stream, mask, *image.shape[:2], device)

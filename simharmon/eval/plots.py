@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from ..replay.atomic import atomic_path
+from ..io.atomic import atomic_path
 from .evaluate import GROUND_TRUTH, METHODS
 
 __all__ = ["PLOTS", "write_plots"]

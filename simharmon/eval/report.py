@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from ..replay.atomic import atomic_write_bytes
+from ..io.atomic import atomic_write_bytes
 from .evaluate import GROUND_TRUTH
 from .image_metrics import FG_BINS
 

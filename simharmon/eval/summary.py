@@ -21,7 +21,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from ..replay.atomic import atomic_write_bytes, atomic_write_json
+from ..io.atomic import atomic_write_bytes, atomic_write_json
 from .evaluate import FRAME_FIELDS, GROUND_TRUTH, METHODS, EvalResult
 from .image_metrics import FG_BINS
 

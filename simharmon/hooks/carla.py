@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ..bridge.codec import decode_pixels, encode_pixels
+from ..io.pixels import decode_pixels, encode_pixels
 from .post_render import as_engine
 
 __all__ = ["CarlaCameraHook", "EnhancedImage"]

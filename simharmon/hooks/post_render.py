@@ -10,7 +10,7 @@ Zero-copy: the hook takes views of the rendered tensors (``permute``/``reshape``
 renderer produced as the very same tensor objects. On a GPU the frames stay on the GPU from
 renderer to model and back (keep the model on the renderer's device; otherwise the engine moves
 them). On the CPU the only new buffers are the ones the model computes. Inputs are float images
-in [0, 1]; outputs are float32 in [0, 1] on 8-bit levels (see ``simharmon.runtime.frames``), cast
+in [0, 1]; outputs are float32 in [0, 1] on 8-bit levels (see ``simharmon.io.pixels``), cast
 back to the input's dtype.
 """
 

@@ -8,22 +8,14 @@ release's ToPILImage; ``frame_to_uint8_hwc(model_to_frame(v))``) or round-half-t
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
-
 import torch
 
+from ..io.pixels import LAYOUTS
 from . import _cuda
 from ._checks import check_choice, check_tensor
 
 __all__ = ["LAYOUTS", "ROUNDINGS", "pack", "pack_reference", "unpack", "unpack_reference"]
 
-# layout -> (channels per pixel, the positions of R, G, B in a pixel, alpha position or -1)
-LAYOUTS: Dict[str, Tuple[int, Tuple[int, int, int], int]] = {
-    "rgb": (3, (0, 1, 2), -1),
-    "bgr": (3, (2, 1, 0), -1),
-    "rgba": (4, (0, 1, 2), 3),
-    "bgra": (4, (2, 1, 0), 3),
-}
 ROUNDINGS = ("truncate", "nearest")
 PACK_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 

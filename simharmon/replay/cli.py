@@ -19,7 +19,7 @@ HELP = "replay a logged drive through the enhancer per camera, then score it and
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``replay`` arguments to ``parser``."""
-    from .drives import DRIVE_KINDS
+    from ..io.drives import DRIVE_KINDS
 
     parser.add_argument("drive", type=Path, metavar="DRIVE",
                         help="a drive folder (drive.json, docs/DRIVE_FORMAT.md), a drivestudio scene, an .mcap file "

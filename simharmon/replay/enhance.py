@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from .frames_io import FrameSource, load_image_rgb, open_frame_source
+from ..io.frame_sources import FrameSource, load_image_rgb, open_frame_source
 from .run_record import (
     FRAMES_DIR,
     MP4_FILE,
@@ -231,7 +231,7 @@ def _prepare_out_dir(out_dir: Path, record: RunRecord, overwrite: bool) -> None:
 
 def prime_from_outputs(stream, frames_dir: Path, names: Sequence[str], start: int, device: str) -> Optional[tuple]:
     """Seed the stream with the last outputs before ``start``; returns their [H, W] size (None if none)."""
-    from ..runtime.frames import uint8_hwc_to_frame
+    from ..io.pixels import uint8_hwc_to_frame
 
     wanted = min(int(stream.history_length), start)
     if wanted <= 0:
@@ -273,9 +273,9 @@ def enhance_sequence(request: EnhanceRequest, log: Callable[[str], None] = _stde
     from tqdm import tqdm
 
     from ..config import config_to_dict
-    from ..runtime.frames import frame_to_uint8_hwc, uint8_hwc_to_frame
-    from .atomic import atomic_save_png
-    from .video_writer import write_mp4
+    from ..io.atomic import atomic_save_png
+    from ..io.pixels import frame_to_uint8_hwc, uint8_hwc_to_frame
+    from ..io.video import write_mp4
 
     began = time.perf_counter()
     if request.max_frames is not None and request.max_frames < 1:

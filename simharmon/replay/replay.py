@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
+from ..io.atomic import atomic_write_json
+from ..io.drive import Drive, DriveError
 from ..models.bundled import BUNDLED_WEIGHTS, MODEL_CARD
-from .atomic import atomic_write_json
-from .drive import Drive, DriveError
 from .enhance import UNTRAINED_WARNING, build_backend, mask_input, prime_from_outputs, resolve_device, weights_field
 from .run_record import (
     IncompatibleRunError,
@@ -186,8 +186,8 @@ def _enhance(cameras: List[_Camera], drive: Drive, device: str, record: RunRecor
     """Run every camera to its target, frame index by frame index."""
     from tqdm import tqdm
 
-    from ..runtime.frames import frame_to_uint8_hwc, uint8_hwc_to_frame
-    from .atomic import atomic_save_png
+    from ..io.atomic import atomic_save_png
+    from ..io.pixels import frame_to_uint8_hwc, uint8_hwc_to_frame
 
     total = sum(c.target for c in cameras)
     bar = tqdm(total=total, initial=sum(c.start for c in cameras), unit="frame", desc="replay",
@@ -241,7 +241,7 @@ def replay(options: ReplayOptions, log: Callable[[str], None] = _stderr) -> Repl
     """
     from ..config import config_to_dict
     from ..eval.evaluate import EvalOptions
-    from .drives import open_drive
+    from ..io.drives import open_drive
 
     began = time.perf_counter()
     drive = open_drive(options.drive, options.drive_kind, options.fps)

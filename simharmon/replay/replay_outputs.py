@@ -11,7 +11,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from .drive import Drive
+from ..io.drive import Drive
 
 __all__ = ["write_outputs", "side_by_side_frames", "COLUMN_LABELS"]
 
@@ -34,7 +34,7 @@ def side_by_side_frames(drive: Drive, outputs: Dict[str, Sequence[Path]]) -> Ite
     """
     from ..eval.baselines import reinhard_transfer
     from ..eval.evaluate import one_thread
-    from .frames_io import load_image_rgb
+    from ..io.frame_sources import load_image_rgb
 
     cameras = [c for c in outputs if outputs[c]]
     if not cameras:
@@ -64,8 +64,8 @@ def side_by_side_frames(drive: Drive, outputs: Dict[str, Sequence[Path]]) -> Ite
 def _write_videos(drive: Drive, out_dir: Path, outputs: Dict[str, Sequence[Path]], progress: bool) -> Dict[str, Path]:
     from tqdm import tqdm
 
-    from .frames_io import load_image_rgb
-    from .video_writer import write_mp4
+    from ..io.frame_sources import load_image_rgb
+    from ..io.video import write_mp4
 
     videos: Dict[str, Path] = {}
     total = sum(len(p) for p in outputs.values()) + min((len(p) for p in outputs.values()), default=0)
@@ -115,8 +115,8 @@ def write_outputs(drive: Drive, out_dir: Path, outputs: Dict[str, Sequence[Path]
     result.videos = videos
     result.report_path = write_report(out_dir / "report.html", summary, plots, videos)
     if mcap:
-        from .drive_mcap import write_mcap
-        from .frames_io import load_image_rgb
+        from ..io.drive_mcap import write_mcap
+        from ..io.frame_sources import load_image_rgb
 
         enhanced = {c: (lambda paths=paths: (load_image_rgb(p) for p in paths)) for c, paths in outputs.items()}
         result.mcap_path = write_mcap(drive, out_dir / "enhanced.mcap", enhanced, progress=eval_options.progress)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .atomic import TEMP_MARKER, atomic_write_json
+from ..io.atomic import TEMP_MARKER, atomic_write_json
 
 __all__ = [
     "RUN_FILE",

@@ -21,7 +21,7 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from .frames import frame_to_model, model_to_frame, uint8_hwc_to_frame
+from ..io.pixels import frame_to_model, model_to_frame, uint8_hwc_to_frame
 
 try:  # the fused kernels of simharmon.ops, when present
     from ..ops import pack as _ops_pack

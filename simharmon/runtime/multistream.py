@@ -8,8 +8,8 @@ from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from ..config import StreamConfig
+from ..io.pixels import frame_to_model
 from ..models.enhancer import EnhancerModel
-from .frames import frame_to_model
 from .inputs import FrameInputs
 from .stream import StepPlan, StreamingEnhancer, finish_output, run_model_step
 

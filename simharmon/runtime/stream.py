@@ -31,10 +31,17 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from ..config import StreamConfig
+from ..io.pixels import (
+    as_uint8_frames,
+    check_frame,
+    frame_to_model,
+    hwc_to_unit_frame,
+    levels_to_hwc,
+    model_to_frame,
+    quantize_like_release,
+)
 from ..models.enhancer import EnhancerModel
 from ..ops import masked_blend, pack, unpack
-from .boundary import as_uint8_frames, hwc_to_unit_frame, levels_to_hwc
-from .frames import check_frame, frame_to_model, model_to_frame, quantize_like_release
 from .guided import guided_filter
 from .history_warp import HistoryAligner
 from .inputs import FrameInputs, condition_mask, gather_inputs, latent_mask

@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from ..config import config_from_dict, config_to_dict
+from ..io.atomic import atomic_path, atomic_write_json
+from ..io.pixels import model_to_frame
 from ..models.enhancer import EnhancerModel, build_enhancer, export_safetensors
-from ..replay.atomic import atomic_path, atomic_write_json
-from ..runtime.frames import model_to_frame
 from ..runtime.inputs import condition_mask as stream_condition_mask
 from ..runtime.stream import StreamingEnhancer, run_model_step
 from .config import TrainConfig, train_config_to_dict

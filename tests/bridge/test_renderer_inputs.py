@@ -17,8 +17,8 @@ from simharmon.bridge.config import ClientConfig
 from simharmon.bridge.engines import FrameAux, ModelEngine
 from simharmon.bridge.renderer_inputs import InputConverter, intrinsics_matrix, relative_pose
 from simharmon.config import StreamConfig, load_config
+from simharmon.io.pixels import uint8_hwc_to_frame
 from simharmon.models.enhancer import build_enhancer
-from simharmon.runtime.frames import uint8_hwc_to_frame
 from simharmon.runtime.stream import StreamingEnhancer
 
 H, W = 16, 32

@@ -11,8 +11,8 @@ from bridge_helpers import REPO, rgb8, running_server
 from simharmon.bridge.client import BridgeClient, BridgeError
 from simharmon.bridge.config import ClientConfig
 from simharmon.bridge.engines import IdentityEngine, ModelEngine
+from simharmon.io.pixels import uint8_hwc_to_frame
 from simharmon.models.enhancer import build_enhancer
-from simharmon.runtime.frames import uint8_hwc_to_frame
 from simharmon.runtime.multistream import MultiStreamEnhancer
 
 

@@ -8,7 +8,7 @@ from simharmon.data.sample_drive import NUM_FRAMES, make_sample_drive, sample_dr
 from simharmon.eval.evaluate import one_thread
 from simharmon.eval.flow import depth_flow_pair
 from simharmon.eval.temporal import flow_to_tensor, warping_error_pair
-from simharmon.replay.drives import open_drive
+from simharmon.io.drives import open_drive
 
 
 @pytest.fixture(scope="module")

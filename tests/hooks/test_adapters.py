@@ -6,8 +6,8 @@ import torch
 
 from simharmon.bridge.engines import IdentityEngine
 from simharmon.hooks import CarlaCameraHook, GsplatAdapter, PostRenderHook
+from simharmon.io.pixels import uint8_hwc_to_frame
 from simharmon.models.enhancer import build_enhancer
-from simharmon.runtime.frames import uint8_hwc_to_frame
 from simharmon.runtime.stream import StreamingEnhancer
 
 

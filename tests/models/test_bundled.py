@@ -18,9 +18,9 @@ from simharmon.eval.heldout import (
     score_heldout,
     sequence_enhancer,
 )
+from simharmon.io.drives import open_drive
 from simharmon.models.bundled import BUNDLED_NAME, MODEL_CARD, bundled_weights
 from simharmon.models.enhancer import build_enhancer
-from simharmon.replay.drives import open_drive
 from simharmon.runtime.optimize import OptimizedEnhancer
 
 SAMPLE_DRIVE = bundled_weights().parents[1] / "sample_drive"

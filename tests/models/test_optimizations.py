@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from simharmon.config import ConfigError, OptimizationConfig, load_config
+from simharmon.io.pixels import frame_to_model, model_to_frame, uint8_hwc_to_frame
 from simharmon.models.denoiser import rectified_flow_coefficients
 from simharmon.models.enhancer import build_enhancer
 from simharmon.models.wan_vae_layers import CausalConv3d
 from simharmon.runtime.fast_dit import FastDenoiser
 from simharmon.runtime.fast_vae import FoldedConv, FoldedTokenizer
-from simharmon.runtime.frames import frame_to_model, model_to_frame, uint8_hwc_to_frame
 from simharmon.runtime.fused_io import pack_frames, pack_frames_torch, unpack_frames, unpack_frames_torch
 
 NONE = OptimizationConfig.none()

@@ -334,8 +334,8 @@ def test_torch_compile_fullgraph_on_cuda():
 def test_stream_options_on_cuda():
     """The runtime options through the kernels: zero flow changes nothing, the band keeps the input."""
     from simharmon.config import load_config
+    from simharmon.io.pixels import frame_to_uint8_hwc
     from simharmon.models.enhancer import build_enhancer
-    from simharmon.runtime.frames import frame_to_uint8_hwc
     from simharmon.runtime.stream import StreamingEnhancer
 
     model = build_enhancer(load_config("tiny"), seed=0, device=DEVICE)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from simharmon.io.pixels import frame_to_model, frame_to_uint8_hwc, model_to_frame, uint8_hwc_to_frame
 from simharmon.ops import LAYOUTS, pack, pack_reference, unpack, unpack_reference
-from simharmon.runtime.frames import frame_to_model, frame_to_uint8_hwc, model_to_frame, uint8_hwc_to_frame
 
 
 def frames(seed, n=2, height=5, width=9, channels=3):

@@ -12,11 +12,11 @@ from PIL import Image
 import simharmon.models.bundled as bundled
 from simharmon.cli import main
 from simharmon.config import load_config, save_config
+from simharmon.io.atomic import atomic_save_png
+from simharmon.io.frame_sources import load_image_rgb
+from simharmon.io.pixels import frame_to_uint8_hwc, uint8_hwc_to_frame
 from simharmon.models.enhancer import build_enhancer
-from simharmon.replay.atomic import atomic_save_png
 from simharmon.replay.enhance import mask_input
-from simharmon.replay.frames_io import load_image_rgb
-from simharmon.runtime.frames import frame_to_uint8_hwc, uint8_hwc_to_frame
 from simharmon.runtime.optimize import OptimizedEnhancer
 from simharmon.runtime.stream import StreamingEnhancer
 

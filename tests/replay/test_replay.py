@@ -5,14 +5,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from drive_helpers import write_small_drive
 
 import simharmon.replay.enhance as enhance_module
 from simharmon.cli import main
 from simharmon.config import EnhancerConfig, load_config
-from simharmon.replay.drive_mcap import McapDrive
-from simharmon.replay.frames_io import open_frame_source
-from simharmon.runtime.frames import check_frame, quantize_like_release
+from simharmon.io.drive_mcap import McapDrive
+from simharmon.io.frame_sources import open_frame_source
+from simharmon.io.pixels import check_frame, quantize_like_release
+from tests.io.drive_helpers import write_small_drive
 
 
 class FakeModel:
@@ -209,8 +209,8 @@ def test_errors_are_one_line(fake, drive, tmp_path, capsys, args, message):
 
 
 def test_unsupported_frame_size_names_camera_and_frame(tmp_path, capsys):
-    from simharmon.replay.drive import CameraInfo
-    from simharmon.replay.drive_folder import DriveFolderWriter
+    from simharmon.io.drive import CameraInfo
+    from simharmon.io.drive_folder import DriveFolderWriter
 
     writer = DriveFolderWriter(tmp_path / "odd", "odd", 10.0, [CameraInfo("cam", 40, 24)])
     writer.write_frame("cam", 0, np.zeros((24, 40, 3), np.uint8))

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from simharmon.config import ConfigError, EngineConfig, OptimizationConfig, StreamConfig, load_config
+from simharmon.io.pixels import uint8_hwc_to_frame
 from simharmon.models.enhancer import build_enhancer
 from simharmon.runtime import backends as backends_module
 from simharmon.runtime.backends import BackendUnavailable, require_backend
 from simharmon.runtime.compiled_step import StaticState
 from simharmon.runtime.engine import Engine, FrameResult, StreamGroup
-from simharmon.runtime.frames import uint8_hwc_to_frame
 from simharmon.runtime.optimize import OptimizedEnhancer
 from simharmon.runtime.stream import StreamingEnhancer
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from simharmon.config import ConfigError, StreamConfig, load_config
+from simharmon.io.pixels import quantize_like_release
 from simharmon.models.enhancer import build_enhancer
-from simharmon.runtime.frames import quantize_like_release
 from simharmon.runtime.guided import guided_filter
 from simharmon.runtime.multistream import MultiStreamEnhancer
 from simharmon.runtime.stream import StreamingEnhancer, finish_output

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from simharmon.config import ConfigError, load_config
+from simharmon.io.pixels import frame_to_model, model_to_frame, quantize_like_release
 from simharmon.models.enhancer import build_enhancer
-from simharmon.runtime.frames import frame_to_model, model_to_frame, quantize_like_release
 from simharmon.runtime.inputs import latent_mask
 from simharmon.runtime.multistream import MultiStreamEnhancer
 from simharmon.runtime.optimize import OptimizedEnhancer

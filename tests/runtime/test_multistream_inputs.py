@@ -17,8 +17,8 @@ import torch
 import simharmon.runtime.multistream as multistream
 import simharmon.runtime.stream as stream_module
 from simharmon.config import load_config
+from simharmon.io.pixels import quantize_like_release
 from simharmon.models.enhancer import build_enhancer
-from simharmon.runtime.frames import quantize_like_release
 from simharmon.runtime.multistream import MultiStreamEnhancer
 from simharmon.runtime.stream import StreamingEnhancer
 

@@ -11,8 +11,8 @@ from PIL import Image
 from torchvision import transforms
 
 from simharmon.config import load_config
+from simharmon.io.pixels import uint8_hwc_to_frame
 from simharmon.models.enhancer import build_enhancer
-from simharmon.runtime.frames import uint8_hwc_to_frame
 from simharmon.runtime.stream import StreamingEnhancer
 
 NUM_FRAMES = 12

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from simharmon.config import ConfigError, StreamConfig, config_from_dict, config_to_dict, load_config
+from simharmon.io.pixels import frame_to_model, frame_to_uint8_hwc, model_to_frame, uint8_hwc_to_frame
 from simharmon.models.enhancer import build_enhancer
 from simharmon.ops import masked_blend
-from simharmon.runtime.frames import frame_to_model, frame_to_uint8_hwc, model_to_frame, uint8_hwc_to_frame
 from simharmon.runtime.multistream import MultiStreamEnhancer
 from simharmon.runtime.stream import StreamingEnhancer, run_model_step
 

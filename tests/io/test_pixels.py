@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from simharmon.bridge.codec import PixelError, decode_layer, decode_pixels, encode_pixels
 from simharmon.bridge.protocol import LAYERS
+from simharmon.io.pixels import PixelError, decode_layer, decode_pixels, encode_pixels
 
 H, W = 6, 10
 

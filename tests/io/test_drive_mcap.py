@@ -10,10 +10,10 @@ from drive_helpers import write_small_drive
 from mcap.writer import Writer
 from PIL import Image
 
-from simharmon.replay.drive import DriveError
-from simharmon.replay.drive_mcap import McapDrive, write_mcap
-from simharmon.replay.drives import open_drive
-from simharmon.replay.foxglove import decode_protobuf_fields, encode_protobuf_fields
+from simharmon.io.drive import DriveError
+from simharmon.io.drive_mcap import McapDrive, write_mcap
+from simharmon.io.drives import open_drive
+from simharmon.io.foxglove import decode_protobuf_fields, encode_protobuf_fields
 
 
 def _timestamp(ns):

@@ -22,7 +22,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .frames_io import FrameSource
+from .frame_sources import FrameSource
 
 __all__ = [
     "LAYERS",

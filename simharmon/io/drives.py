@@ -8,7 +8,7 @@ from typing import Optional, Union
 from .drive import Drive, DriveError, FrameSourceDrive
 from .drive_folder import FolderDrive, is_drive_folder
 from .drivestudio import DriveStudioDrive, is_drivestudio_scene
-from .frames_io import open_frame_source
+from .frame_sources import open_frame_source
 
 __all__ = ["DRIVE_KINDS", "open_drive", "detect_kind"]
 

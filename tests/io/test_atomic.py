@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from simharmon.replay.atomic import atomic_path, atomic_save_png, atomic_write_bytes, atomic_write_json
+from simharmon.io.atomic import atomic_path, atomic_save_png, atomic_write_bytes, atomic_write_json
 
 
 def _leftovers(directory):

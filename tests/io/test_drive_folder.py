@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from drive_helpers import H, K, W, write_small_drive
 
-from simharmon.replay.drive import CameraInfo, DriveError
-from simharmon.replay.drive_folder import DriveFolderWriter, FolderDrive, write_drive
-from simharmon.replay.drives import open_drive
-from simharmon.replay.video_writer import write_mp4
+from simharmon.io.drive import CameraInfo, DriveError
+from simharmon.io.drive_folder import DriveFolderWriter, FolderDrive, write_drive
+from simharmon.io.drives import open_drive
+from simharmon.io.video import write_mp4
 
 
 def test_round_trip_is_exact(tmp_path):

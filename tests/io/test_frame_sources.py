@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from simharmon.replay.frames_io import (
+from simharmon.io.frame_sources import (
     FrameReadError,
     load_image_rgb,
     natural_sort_key,
     open_frame_source,
 )
-from simharmon.replay.video_writer import write_mp4
+from simharmon.io.video import write_mp4
 
 
 def _image(value, height=8, width=10):

@@ -5,10 +5,10 @@ import pytest
 from drive_helpers import write_small_drive
 from PIL import Image
 
-from simharmon.replay.drive import DriveError, FrameSourceDrive
-from simharmon.replay.drives import detect_kind, open_drive
-from simharmon.replay.drivestudio import OPENCV_TO_DATASET, DriveStudioDrive
-from simharmon.replay.video_writer import write_mp4
+from simharmon.io.drive import DriveError, FrameSourceDrive
+from simharmon.io.drives import detect_kind, open_drive
+from simharmon.io.drivestudio import OPENCV_TO_DATASET, DriveStudioDrive
+from simharmon.io.video import write_mp4
 
 
 def _scene(root, steps=3, cams=(0, 1)):

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from .drive import CameraInfo, Drive, DriveError, DriveInfo, Intrinsics, check_image
-from .frames_io import FrameReadError, load_image_rgb
+from .frame_sources import FrameReadError, load_image_rgb
 
 __all__ = ["DriveStudioDrive", "is_drivestudio_scene", "DRIVESTUDIO_FPS"]
 

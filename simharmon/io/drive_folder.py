@@ -20,7 +20,7 @@ from PIL import Image
 
 from .atomic import atomic_path, atomic_save_png, atomic_write_bytes, atomic_write_json
 from .drive import CameraInfo, Drive, DriveError, DriveInfo, Intrinsics, check_image
-from .frames_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FrameReadError, VideoFrameSource, load_image_rgb
+from .frame_sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, FrameReadError, VideoFrameSource, load_image_rgb
 
 __all__ = ["DRIVE_FILE", "DRIVE_FORMAT", "FolderDrive", "DriveFolderWriter", "write_drive", "is_drive_folder"]
 

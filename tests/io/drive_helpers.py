@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from simharmon.replay.drive import CameraInfo, Intrinsics
-from simharmon.replay.drive_folder import DriveFolderWriter
+from simharmon.io.drive import CameraInfo, Intrinsics
+from simharmon.io.drive_folder import DriveFolderWriter
 
 H, W, STEP = 48, 64, 2  # content moves STEP px left per frame (camera moves 0.2 m right, plane at 10 m)
 K = Intrinsics(100.0, 100.0, 31.5, 23.5)
