@@ -6,7 +6,7 @@
 What is compared (1024x576 rgb8 by default, loopback):
 
 - in-process: the same work the server does for a frame, in this process: decode the rgb8 bytes
-  into a model frame, ``IdentityEngine.step_many``, encode the result back to rgb8 bytes;
+  into a model frame, ``IdentityStandIn.step_many``, encode the result back to rgb8 bytes;
 - bridge: ``BridgeClient.enhance`` against a ``simharmon serve --engine identity`` subprocess
   (header packing, ZeroMQ transport both ways, the server's validation, queueing, threads and the
   same decode/engine/encode), for three transports: ``tcp`` and ``ipc`` carry the frames inline;
@@ -57,7 +57,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.host import cpu_model  # noqa: E402
 from simharmon.bridge.client import BridgeClient  # noqa: E402
 from simharmon.bridge.config import ClientConfig  # noqa: E402
-from simharmon.bridge.engines import IdentityEngine  # noqa: E402
+from simharmon.bridge.processor import IdentityStandIn  # noqa: E402
 from simharmon.io.pixels import decode_pixels, encode_pixels  # noqa: E402
 
 TARGET_P50_MS = 1.5
@@ -97,11 +97,11 @@ def timed(fn, iterations: int, warmup: int) -> List[float]:
 
 
 class InProcess:
-    """The server's per-frame work, in this process: decode -> IdentityEngine.step_many -> encode."""
+    """The server's per-frame work, in this process: decode -> IdentityStandIn.step_many -> encode."""
 
     def __init__(self, frames: List[bytes], width: int, height: int):
         self.frames, self.width, self.height = frames, width, height
-        self.engine = IdentityEngine()
+        self.engine = IdentityStandIn()
 
     def __call__(self):
         decoded = {f"cam{i}": decode_pixels(b, "rgb8", self.width, self.height) for i, b in enumerate(self.frames)}

@@ -45,12 +45,9 @@ from simharmon.eval.heldout import (  # noqa: E402
     sequence_enhancer,
 )
 from simharmon.io.drives import open_drive  # noqa: E402
-from simharmon.io.pixels import uint8_hwc_to_frame  # noqa: E402
 from simharmon.models.bundled import bundled_weights  # noqa: E402
 from simharmon.models.enhancer import build_enhancer  # noqa: E402
-from simharmon.replay.enhance import mask_input  # noqa: E402
-from simharmon.runtime.optimize import OptimizedEnhancer  # noqa: E402
-from simharmon.runtime.stream import StreamingEnhancer  # noqa: E402
+from simharmon.runtime.factory import engine_for  # noqa: E402
 
 SAMPLE_DRIVE = REPO / "simharmon" / "data" / "sample_drive"
 
@@ -68,22 +65,21 @@ def _host() -> dict:
             "dirty": dirty}
 
 
-def measure_speed(model, frames: int, warmup: int) -> dict:
-    """One stream at the drive's 256x144, masks given; per-frame wall time of ``step``."""
+def measure_speed(engine, frames: int, warmup: int) -> dict:
+    """One stream at the drive's 256x144, masks given; per-frame wall time of the engine's step (what
+    every front door runs: ``Engine.step_many``, uint8 in and out)."""
     drive = open_drive(SAMPLE_DRIVE)
     camera = drive.cameras[0]
     count = drive.frame_count(camera)
     images = [drive.read_frame(camera, i) for i in range(count)]
     masks = [drive.read_mask(camera, i) for i in range(count)]
-    stream = StreamingEnhancer(model)
-    inputs = [(uint8_hwc_to_frame(images[i]), mask_input(stream.stream, masks[i], *images[i].shape[:2], "cpu"))
-              for i in range(count)]
+    inputs = [(torch.from_numpy(images[i]), {"mask": masks[i]}) for i in range(count)]
     times = []
     with torch.inference_mode():
         for i in range(warmup + frames):
             frame, extra = inputs[i % count]
             began = time.perf_counter()
-            stream.step(frame, **extra)
+            engine.step_many({camera: frame}, {camera: extra})
             if i >= warmup:
                 times.append((time.perf_counter() - began) * 1000.0)
     p50 = statistics.median(times)
@@ -284,7 +280,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     weights = args.weights or bundled_weights()
     plain = build_enhancer(None, weights=[str(weights)], device="cpu").eval()
-    model = OptimizedEnhancer(plain).prepare()
+    engine = engine_for(plain)  # the runtime every front door uses
+    model = engine.model
 
     began = time.perf_counter()
     heldout = score_heldout(heldout_composites(args.heldout), image_enhancer(model))
@@ -292,7 +289,7 @@ def main(argv=None) -> int:
     kept: dict = {}
     warping = drive_warping_errors(drive, sequence_enhancer(model), drive.cameras[:1] if args.smoke else None, kept)
     drive_scores = score_drive_frames(drive, kept)
-    speed = measure_speed(model, args.frames, args.warmup)
+    speed = measure_speed(engine, args.frames, args.warmup)
     targets = {
         "heldout_fmse_at_most_half_of_input": heldout.fmse["model"] <= 0.5 * heldout.fmse["input"],
         "heldout_fmse_below_reinhard": heldout.fmse["model"] < heldout.fmse["reinhard"],

@@ -12,6 +12,10 @@ Cases (``--cases``; names in the JSON):
   v1              the engine with no history (V = 1), ``--best`` backend
   per_frame       the engine, per-frame layout with a ring of 4 latents, ``--best`` backend
   cameras         (c) ``--cameras`` streams batched, release layout, ``--best`` backend
+  front_doors     one engine (``--best`` backend, per-frame layout) through the doors users run: the
+                  bare step (``Engine.step_many``), the in-process ``PostRenderHook`` on device renders,
+                  and ``simharmon serve``'s server (a thread of this process, same engine) with a client
+                  over shared memory and over tcp; each reported as overhead over the bare step
 Each case: per-stage ms, p50/p90/p99 over ``--frames`` frames after ``--warmup``, FPS, peak
 memory, FLOPs per step (counted on the meta device), achieved TFLOP/s and the gap to the floor
 (exact-step FLOPs over the bf16 matmul rate measured here). GPU times come from CUDA events.
@@ -31,6 +35,7 @@ import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -38,16 +43,22 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from simharmon.bridge.client import BridgeClient
+from simharmon.bridge.config import ClientConfig, ServerConfig
+from simharmon.bridge.server import BridgeServer
 from simharmon.config import EngineConfig, OptimizationConfig, StreamConfig, load_config, preset_path
+from simharmon.hooks import PostRenderHook
 from simharmon.io.pixels import frame_to_model, quantize_like_release, uint8_hwc_to_frame
 from simharmon.models.enhancer import DTYPES, build_enhancer
+from simharmon.ops import pack, unpack
+from simharmon.runtime import stages
 from simharmon.runtime.backends import BackendUnavailable, require_backend
 from simharmon.runtime.engine import Engine
 from simharmon.runtime.flops import engine_step_flops, meta_model, release_loop_flops
 from simharmon.runtime.timing import Clock, measure_ceilings, percentiles
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ALL_CASES = ("release_loop", "plain", "exact", "v1", "per_frame", "cameras")
+ALL_CASES = ("release_loop", "plain", "exact", "v1", "per_frame", "cameras", "front_doors")
 # HARMONIZER.md, for comparison only: measured/derived TFLOP at 1024x576 and the H100 bf16 rate.
 HARMONIZER_TFLOP = {"release_encode": 15.73, "release_decode": 26.26, "release_total": 48.0,
                     "exact_total": 21.0, "h100_bf16_tflops": 798.0}  # fmt: skip
@@ -239,29 +250,98 @@ def engine_case(setup: Setup, name: str, backend: str, *, layout: str = "release
     return result, outputs
 
 
+def front_door_cases(setup: Setup, backend: str) -> Dict[str, dict]:
+    """The bare engine step, the hook and the bridge (shm, tcp) on ONE engine; overhead over the bare step.
+
+    Host clock around each call (it includes the wait for the result), one stream, per-frame layout
+    with its history, the same frames; the server runs in a thread of this process on the same engine.
+    """
+    args = setup.args
+    reset_memory(setup.device)
+    engine_backend, compiled = engine_backend_of(backend)
+    stream = StreamConfig(layout="per_frame", offsets=(1, 2, 3, 4), history="partial")
+    config = EngineConfig(backend=engine_backend, cudagraph_compile=compiled, dtype=args.dtype,
+                          device=str(setup.device), resolutions=((args.width, args.height),))
+    engine = Engine(setup.model, config, stream)
+    frames = [f[0] for f in setup.frames]
+    renders = [torch.from_numpy(f).to(setup.device).permute(2, 0, 1)[None].float().div(255) for f in frames]
+    hook = PostRenderHook(engine, stream="hook")
+    server = BridgeServer(engine, ServerConfig(bind=("tcp://127.0.0.1:*",), stats_interval_s=0.0))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    clients = {name: BridgeClient(ClientConfig(server.endpoints[0], sim=name, timeout_s=600.0, shared_memory=shm))
+               for name, shm in (("serve_shm", True), ("serve_tcp", False))}
+    sync = torch.cuda.synchronize if setup.device.type == "cuda" else (lambda: None)
+
+    def bare(i):
+        engine.step_many({"bare": torch.from_numpy(frames[i]).to(setup.device)})["bare"].output.cpu()
+
+    def hooked(i):
+        hook(renders[i])
+        sync()
+
+    def bridged(name):
+        return lambda i: clients[name].enhance(frames[i], camera="cam")
+
+    doors = {"bare_step": bare, "hook": hooked, "serve_shm": bridged("serve_shm"), "serve_tcp": bridged("serve_tcp")}
+    timings: Dict[str, List[float]] = {name: [] for name in doors}
+    try:
+        for client in clients.values():
+            client.hello()
+        for i in range(args.warmup + args.frames):
+            for name, door in doors.items():  # interleaved: every door sees the same machine state
+                start = time.perf_counter()
+                with torch.inference_mode():
+                    door(i % len(frames))
+                if i >= args.warmup:
+                    timings[name].append((time.perf_counter() - start) * 1000)
+    finally:
+        for client in clients.values():
+            client.close()
+        server.stop()
+        thread.join(30)
+    bare_p50 = percentiles(timings["bare_step"])["p50"]
+    return {name: {"kind": "front_door", "backend": backend, "door": name, "latency_ms": percentiles(values),
+                   "overhead_over_bare_step_ms": percentiles(values)["p50"] - bare_p50,
+                   "fps_per_camera": 1000.0 / percentiles(values)["p50"]}
+            for name, values in timings.items()}
+
+
 def stage_profile(engine: Engine, group, setup: Setup) -> Dict[str, float]:
-    """encode / DiT / decode ms of the same step, stage by stage with the eager optimized model.
+    """encode / DiT / decode / post ms of the same step, stage by stage (``runtime.stages``) on the eager model.
 
     The compiled or captured step is one region, so its split is measured on the eager stages
     (keys ``*_eager``); the end-to-end numbers of the case are from the real backend.
     """
     clock, iters = Clock(setup.device), setup.args.stage_iters
-    core = engine.step_module(group.bucket(len(group.reference_offsets())))
-    state = group.state
+    stream = engine.stream_config
+    model = engine.model
+    positions = group.pool.history.positions(group.slots[0])
     if setup.device.type == "cuda":
-        torch.cuda.current_stream(setup.device).wait_stream(group.stream)  # the group's last step wrote state
-    refs = state.ring.index_select(1, state.ref_index) if core.num_refs else None
+        torch.cuda.current_stream(setup.device).wait_stream(group.stream)  # the group's last step wrote the pool
+    slots = torch.tensor(group.slots, device=setup.device)
+    ring = group.pool.history.gather(slots)
+    refs = None
+    if positions:
+        refs = stages.gather_entries(ring.entries, torch.tensor([positions] * len(group.slots), device=setup.device))
+    frames = torch.from_numpy(setup.frames[0][:group.num_streams]).to(setup.device)
     times: Dict[str, List[float]] = {"encode_eager": [], "dit_eager": [], "decode_eager": [], "post_eager": []}
     with torch.inference_mode():
+        image = pack(frames, "rgb", model.dtype)
         for i in range(iters + 2):
             m0 = clock.mark()
-            latents = core.encode(core.pre(state.frames), refs)
+            if stream.layout == "release":
+                latents = stages.encode_clip(model, image, refs)[0]
+            else:
+                current = stages.encode_current(model, image)[0].unsqueeze(2)
+                latents = current if refs is None else torch.cat([current, refs.transpose(1, 2)], 2)
             m1 = clock.mark()
-            x0 = core.denoise(latents)
+            x0 = stages.denoise(model, latents)
             m2 = clock.mark()
-            decoded = core.decode(x0)
+            decoded = stages.decode_current(model, x0)
             m3 = clock.mark()
-            core.post(decoded, x0)
+            out = unpack(decoded, "rgb", "truncate")
+            stages.ring_entry(model, stream, pack(out, "rgb", model.dtype), x0)
             m4 = clock.mark()
             if i >= 2:
                 for key, a, b in zip(times, (m0, m1, m2, m3), (m1, m2, m3, m4)):
@@ -444,6 +524,7 @@ def _run(args: argparse.Namespace) -> dict:
     skipped: Dict[str, str] = {}
     failed: Dict[str, str] = {}
     outputs: Dict[str, list] = {}
+    front: Dict[str, dict] = {}
     path_out = output_path(args, env)
     previous = json.loads(path_out.read_text()) if args.merge and path_out.exists() else {}
 
@@ -462,7 +543,8 @@ def _run(args: argparse.Namespace) -> dict:
                       "floor_ms": exact_flops / (ceilings["matmul_tflops"] * 1e12) * 1000,
                       "floor_ms_at_harmonizer_rate": exact_flops / (HARMONIZER_TFLOP["h100_bf16_tflops"] * 1e12) * 1000},
         }  # fmt: skip
-        for key, mine in (("cases", cases), ("skipped", skipped), ("failed", failed), ("drift_vs_release_loop", drifts)):
+        for key, mine in (("cases", cases), ("skipped", skipped), ("failed", failed), ("drift_vs_release_loop", drifts),
+                          ("front_doors", front)):
             report[key] = {**previous.get(key, {}), **mine}
         report["targets"] = check_targets(report["cases"], args.best, targets_apply(report["settings"]))
         path_out.parent.mkdir(parents=True, exist_ok=True)
@@ -511,6 +593,19 @@ def _run(args: argparse.Namespace) -> dict:
     if "cameras" in cases_wanted:
         name = f"cameras{args.cameras}_{args.best}"
         record(name, lambda: engine_case(setup, name, args.best, cameras=args.cameras))
+    if "front_doors" in cases_wanted:
+        try:
+            doors = front_door_cases(setup, args.best)
+        except Exception as exc:  # the other cases' numbers stay; the failure is in the JSON
+            failed["front_doors"] = f"{type(exc).__name__}: {exc}"
+            if args.smoke:
+                raise
+        else:
+            front.update(doors)
+            write_report()
+            for name, c in doors.items():
+                print(f"  front door {name}: p50 {c['latency_ms']['p50']:.2f} ms, "
+                      f"overhead over the bare step {c['overhead_over_bare_step_ms']:.2f} ms")
 
     print_table(write_report())
     print(f"wrote {path_out}")
@@ -521,7 +616,7 @@ def combine(paths: List[str], out: Path, best: str) -> dict:
     """Merge reports of several runs (e.g. one per device command) into one file; targets recomputed."""
     reports = [json.loads(Path(p).read_text()) for p in paths]
     merged = dict(reports[0])
-    for key in ("cases", "skipped", "failed", "drift_vs_release_loop"):
+    for key in ("cases", "skipped", "failed", "drift_vs_release_loop", "front_doors"):
         merged[key] = {k: v for r in reports for k, v in r.get(key, {}).items()}
     merged["runs"] = [{"run_id": r["run_id"], "environment": r["environment"], "ceilings": r["ceilings"],
                        "settings": r["settings"]} for r in reports]  # fmt: skip

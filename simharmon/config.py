@@ -333,8 +333,6 @@ class OptimizationConfig:
         condition is all zeros (then it is exactly an identity, COSMOS.md 1.4).
     fold_single_frame_convs: single-frame chunks (the current frame's chunk in encode, latent 0 in
         decode) run the causal 3x3x3 convolutions as 2D convolutions with ``weight[:, :, -1]``.
-    decode_latent0_only: decode only latent 0 (frame 0 depends on it alone); off decodes every
-        latent frame and keeps frame 0, as the release does.
     last_block_current_only: the last DiT block computes queries and MLP only for latent frame 0's
         tokens, and the final layer only for them (the other frames' x0 is never used).
     fused_io: uint8 HWC in, uint8 HWC out in one conversion each (release quantization).
@@ -343,17 +341,12 @@ class OptimizationConfig:
     precompute_modulation: bool = True
     skip_null_cross_attention: bool = True
     fold_single_frame_convs: bool = True
-    decode_latent0_only: bool = True
     last_block_current_only: bool = True
     fused_io: bool = True
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _require(isinstance(getattr(self, f.name), bool), f"optimizations.{f.name} must be a bool")
-        _require(
-            self.decode_latent0_only or not self.last_block_current_only,
-            "optimizations.last_block_current_only needs decode_latent0_only (only latent 0's x0 is computed)",
-        )
 
     @classmethod
     def none(cls) -> OptimizationConfig:
@@ -365,8 +358,8 @@ class OptimizationConfig:
         return tuple(f.name for f in dataclasses.fields(self) if getattr(self, f.name))
 
 
-ENGINE_BACKENDS = ("eager", "compile", "cudagraph", "tensorrt")
-# (width, height) of the static shape buckets: Harmonizer resolution keys 1024, 960, 1360 (HARMONIZER.md).
+ENGINE_BACKENDS = ("auto", "eager", "compile", "cudagraph", "tensorrt")
+# (width, height) of the Harmonizer's resolution keys 1024, 960, 1360 (HARMONIZER.md): the GPU benchmark's sizes.
 RESOLUTION_BUCKETS: Tuple[Tuple[int, int], ...] = ((1024, 576), (960, 544), (1360, 768))
 
 
@@ -374,26 +367,35 @@ RESOLUTION_BUCKETS: Tuple[Tuple[int, int], ...] = ((1024, 576), (960, 544), (136
 class EngineConfig:
     """How the runtime engine executes a model (``simharmon.runtime.engine.Engine``).
 
-    backend: "eager", "compile" (torch.compile, inductor), "cudagraph" (the whole step, ring
-        update included, captured over static buffers; CUDA only) or "tensorrt" (torch-tensorrt).
-    dtype: compute dtype the model is cast to: "bfloat16", "float16" or "float32".
+    backend: "auto" (cudagraph on CUDA, eager on the CPU), "eager", "compile" (torch.compile,
+        inductor), "cudagraph" (the whole step, ring gather and write-back included, captured over
+        static buffers; CUDA only) or "tensorrt" (torch-tensorrt).
+    dtype: compute dtype the model is cast to: "auto" (the model's own on the CPU, bfloat16 on
+        CUDA), "bfloat16", "float16" or "float32".
     device: "cuda", "cuda:N" or "cpu".
     cudagraph_compile: cudagraph backend only: capture the torch.compile'd step (else the eager one).
     inductor_freezing: compile: let inductor freeze the weights so that constants fold.
-    resolutions: allowed (width, height) buckets; every bucket has static shapes.
+    resolutions: allowed (width, height) sizes; empty allows any size the model takes. Every
+        size, batch size and history state has its own static step, built on first use.
+    batch_sizes: the static batch sizes ready streams are grouped into (``buckets.plan_batches``).
+    max_padding: pad a batch up to the next size when at most this fraction of it is padding.
+    max_streams: live streams (history slots) per resolution.
     max_history: largest number of references (V = 1 + max_history frames on the time axis).
-    max_cameras: largest number of same-resolution streams batched in one forward.
-    output_slots: pinned host buffers per stream group that results rotate through; a result must
-        be read before this many later submissions.
+    max_cameras: largest rig (``Engine.open``).
+    output_slots: pinned host buffers per rig that results rotate through; a result must be read
+        before this many later submissions.
     optimizations: the exact optimizations (all on by default).
     """
 
-    backend: str = "eager"
-    dtype: str = "bfloat16"
+    backend: str = "auto"
+    dtype: str = "auto"
     device: str = "cuda"
     cudagraph_compile: bool = True
     inductor_freezing: bool = True
-    resolutions: Tuple[Tuple[int, int], ...] = RESOLUTION_BUCKETS
+    resolutions: Tuple[Tuple[int, int], ...] = ()
+    batch_sizes: Tuple[int, ...] = (1, 2, 4, 8)
+    max_padding: float = 0.25
+    max_streams: int = 64
     max_history: int = 4
     max_cameras: int = 8
     output_slots: int = 2
@@ -401,16 +403,21 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "resolutions", tuple(tuple(int(v) for v in r) for r in self.resolutions))
+        _freeze_tuple(self, "batch_sizes", int)
         _require(self.backend in ENGINE_BACKENDS, f"engine.backend must be one of {ENGINE_BACKENDS}, got {self.backend!r}")
-        _require(self.dtype in ("float32", "bfloat16", "float16"), f"engine.dtype must be float32/bfloat16/float16, got {self.dtype!r}")
+        _require(self.dtype in ("auto", "float32", "bfloat16", "float16"),
+                 f"engine.dtype must be auto/float32/bfloat16/float16, got {self.dtype!r}")
         _require(self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:"),
                  f"engine.device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")  # fmt: skip
         _require(self.backend not in ("cudagraph", "tensorrt") or self.device != "cpu",
                  f"engine.backend {self.backend!r} needs a CUDA device, got device 'cpu'")  # fmt: skip
-        _require(len(self.resolutions) >= 1, "engine.resolutions needs at least one (width, height)")
         for res in self.resolutions:
             _require(len(res) == 2 and res[0] > 0 and res[1] > 0, f"engine.resolutions entries must be (width, height) > 0, got {res}")
         _require(len(set(self.resolutions)) == len(self.resolutions), "engine.resolutions has duplicates")
+        _require(len(self.batch_sizes) >= 1 and all(b >= 1 for b in self.batch_sizes),
+                 f"engine.batch_sizes must be positive, got {self.batch_sizes}")
+        _require(0.0 <= self.max_padding < 1.0, f"engine.max_padding must be in [0, 1), got {self.max_padding}")
+        _require(self.max_streams >= 1, f"engine.max_streams must be >= 1, got {self.max_streams}")
         _require(1 <= self.max_history <= 4, f"engine.max_history must be in 1..4 (V = 1..5), got {self.max_history}")
         _require(self.max_cameras >= 1, f"engine.max_cameras must be >= 1, got {self.max_cameras}")
         _require(self.output_slots >= 1, f"engine.output_slots must be >= 1, got {self.output_slots}")

@@ -1,8 +1,7 @@
 """``simharmon enhance`` end to end: outputs, resume, errors, video, warnings.
 
-Most tests run twice: with the real tiny enhancer ("real", skipped if simharmon.models /
-simharmon.runtime.stream cannot be imported) and with a small fake enhancer of the same interface
-("fake", fast, and able to simulate a Ctrl-C mid-run).
+Most tests run twice: with the real tiny enhancer from the runtime factory ("real") and with a small
+fake engine of the same interface ("fake", fast, and able to simulate a Ctrl-C mid-run).
 """
 
 import json
@@ -14,105 +13,30 @@ import numpy as np
 import pytest
 import torch
 
-import simharmon.replay.enhance as enhance_module
+import simharmon.replay.session as session_module
 from simharmon.cli import main
-from simharmon.config import EnhancerConfig, load_config
 from simharmon.data.sample import make_sample_frames
 from simharmon.io.atomic import atomic_save_png
 from simharmon.io.frame_sources import open_frame_source
-from simharmon.io.pixels import check_frame, quantize_like_release
+from tests.fake_engine import FakeEngine
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_FRAMES, WIDTH, HEIGHT = 6, 64, 48
 
 
-# -- a fake enhancer with the real interface ----------------------------------------------------
-
-
-class FakeModel:
-    def __init__(self, config):
-        self.config = config
-
-
-def fake_build_enhancer(config=None, weights=None, device="cpu", strict=True, **kwargs):
-    if not isinstance(config, EnhancerConfig):
-        config = load_config(config or "tiny")
-    if weights:
-        config = config.replace(untrained=False)
-    return FakeModel(config)
-
-
-class FakeStreamingEnhancer:
-    """Output depends on the input and on every previous output in the history (like the real one)."""
-
-    interrupt_at = None  # raise KeyboardInterrupt on this step call (counted across instances)
-    calls = 0
-
-    def __init__(self, model, stream=None):
-        self.model = model
-        self.stream = stream if stream is not None else model.config.stream
-        self.reset()
-
-    @property
-    def history_length(self):
-        return 0 if self.stream.history == "none" else self.stream.history_length
-
-    def reset(self):
-        self._history, self._shape = [], None
-
-    def prime(self, history):
-        self.reset()
-        for frame in history:
-            self._check(frame)
-            self._history.append(frame.clone())
-
-    def _check(self, frame):
-        frame = check_frame(frame)
-        if self._shape is None:
-            self._shape = frame.shape
-        elif frame.shape != self._shape:
-            raise ValueError(f"size {list(frame.shape)} differs from {list(self._shape)}")
-        return frame
-
-    def step(self, frame):
-        type(self).calls += 1
-        if type(self).calls == type(self).interrupt_at:
-            raise KeyboardInterrupt
-        frame = self._check(frame)
-        output = 1.0 - frame
-        for weight, previous in enumerate(reversed(self._history)):
-            output = output * 0.7 + previous.roll(weight + 1, dims=-1) * 0.3
-        output = quantize_like_release(output)
-        if self.history_length:
-            self._history = (self._history + [output])[-self.history_length:]
-        return output
-
-
-def _real_backend_available():
-    try:
-        enhance_module.load_backend()
-    except ImportError as exc:
-        return str(exc)
-    return None
-
-
 @pytest.fixture(params=["fake", "real"])
 def backend(request, monkeypatch):
-    if request.param == "real":
-        missing = _real_backend_available()
-        if missing:
-            pytest.skip(f"real enhancer not importable yet: {missing}")
-    else:
-        FakeStreamingEnhancer.calls, FakeStreamingEnhancer.interrupt_at = 0, None
-        monkeypatch.setattr(enhance_module, "load_backend", lambda: (fake_build_enhancer, FakeStreamingEnhancer))
+    if request.param == "fake":
+        FakeEngine.calls, FakeEngine.interrupt_at = 0, None
+        monkeypatch.setattr(session_module, "build_runtime", FakeEngine)
     return request.param
 
 
 @pytest.fixture
 def fake(monkeypatch):
-    FakeStreamingEnhancer.calls, FakeStreamingEnhancer.interrupt_at = 0, None
-    monkeypatch.setattr(enhance_module, "load_backend", lambda: (fake_build_enhancer, FakeStreamingEnhancer))
-    return FakeStreamingEnhancer
+    FakeEngine.calls, FakeEngine.interrupt_at = 0, None
+    monkeypatch.setattr(session_module, "build_runtime", FakeEngine)
+    return FakeEngine
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -254,7 +178,7 @@ def test_mixed_resolutions_name_the_frame(fake, frames_dir, tmp_path, capsys):
 
 def test_unsupported_size_names_the_frame(backend, tmp_path, capsys):
     if backend == "fake":
-        pytest.skip("the size rule is the real StreamingEnhancer's")
+        pytest.skip("the size rule is the real engine's")
     folder = tmp_path / "input"
     atomic_save_png(folder / "odd.png", np.zeros((40, 40, 3), np.uint8))
     assert enhance(folder, tmp_path / "out") == 1

@@ -70,3 +70,10 @@ def test_direct_construction_validates():
         StreamConfig(history="sometimes")
     with pytest.raises(ConfigError, match="channels"):
         EnhancerConfig(dit=DiTConfig(in_channels=8, out_channels=8))
+
+
+def test_cli_backend_choices_are_the_engine_backends():
+    from simharmon.argtypes import BACKENDS
+    from simharmon.config import ENGINE_BACKENDS
+
+    assert BACKENDS == ENGINE_BACKENDS

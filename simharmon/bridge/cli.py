@@ -1,6 +1,6 @@
-"""``simharmon serve``: run the bridge server until SIGINT or SIGTERM.
+"""``simharmon serve``: run the bridge server until SIGINT or SIGTERM (registered in ``simharmon.cli``).
 
-Registered in ``simharmon.cli`` by importing this module.
+The model runs on the engine the runtime factory builds, as for every front door.
 """
 
 from __future__ import annotations
@@ -9,16 +9,25 @@ import argparse
 import logging
 import signal
 import sys
-from pathlib import Path
 
+import torch
+
+from ..argtypes import add_execution_arguments, add_model_arguments
 from ..argtypes import positive_float as _positive_float
 from ..argtypes import positive_int as _positive_int
-from ..cli import subcommand
+from ..runtime import RuntimeSpec, build_runtime, resolve_device
+from .config import ServerConfig
+from .processor import FrameProcessor, IdentityStandIn
+from .protocol import Limits
+from .server import BridgeServer
 
-__all__ = ["run_serve"]
+__all__ = ["HELP", "configure", "run", "build_processor"]
+
+HELP = "serve the enhancer to simulators over ZeroMQ (docs/PROTOCOL.md)"
 
 
-def _configure_serve(parser: argparse.ArgumentParser) -> None:
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``serve`` arguments to ``parser``."""
     parser.add_argument("--bind", action="append", default=[], metavar="ENDPOINT",
                         help="endpoint to bind, repeatable: tcp://127.0.0.1:PORT (PORT may be * for any free "
                              "port), ipc:///path; default tcp://127.0.0.1:5555. Non-loopback tcp needs --allow-remote")
@@ -27,13 +36,8 @@ def _configure_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=("model", "identity"), default="model",
                         help="model: the enhancer (default); identity: a STAND-IN that returns frames unchanged, "
                              "for transport tests and benchmarks")
-    parser.add_argument("--config", default=None, metavar="NAME_OR_YAML",
-                        help="enhancer preset (tiny, cosmos-0.6b) or YAML; default: the config in the weights")
-    parser.add_argument("--weights", type=Path, action="append", default=[], metavar="PATH",
-                        help="checkpoint file, repeatable; without --weights and --config: the bundled default model; "
-                             "with --config alone: random (untrained) weights")
-    parser.add_argument("--device", default="auto", metavar="cpu|cuda",
-                        help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    add_model_arguments(parser)
+    add_execution_arguments(parser)
     parser.add_argument("--max-streams", type=_positive_int, default=64, metavar="N",
                         help="live streams over all clients (default 64)")
     parser.add_argument("--queue-depth", type=_positive_int, default=1, metavar="N",
@@ -60,26 +64,21 @@ def _configure_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
-def _resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
+def build_processor(args: argparse.Namespace) -> FrameProcessor:
+    """The engine from the runtime factory (``--engine model``), or the identity stand-in."""
+    if args.engine == "identity":
+        if args.weights or args.config:
+            raise ValueError("--engine identity takes no --config or --weights")
+        return IdentityStandIn(max_streams=args.max_streams, delay_s=args.identity_delay_ms / 1000.0,
+                               device=resolve_device(args.device))
+    return build_runtime(RuntimeSpec(weights=tuple(args.weights), config=args.config, device=args.device,
+                                     backend=args.backend, max_streams=args.max_streams))
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
-
-@subcommand("serve", help="serve the enhancer to simulators over ZeroMQ (docs/PROTOCOL.md)", configure=_configure_serve)
-def run_serve(args: argparse.Namespace) -> int:
-    """``simharmon serve ...``: build the engine, bind, serve until SIGINT/SIGTERM, exit 0."""
-    from .config import ServerConfig
-    from .engines import build_engine
-    from .protocol import Limits
-    from .server import BridgeServer
-
+def run(args: argparse.Namespace) -> int:
+    """``simharmon serve ...``: build the processor, bind, serve until SIGINT/SIGTERM, exit 0."""
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
-    if args.engine == "identity" and (args.weights or args.config):
-        raise ValueError("--engine identity takes no --config or --weights")
     limits = Limits(max_message_bytes=int(args.max_message_mb * 1024 * 1024), max_width=args.max_width,
                     max_height=args.max_height)
     config = ServerConfig(bind=tuple(args.bind) or ("tcp://127.0.0.1:5555",), allow_remote=args.allow_remote,
@@ -87,11 +86,8 @@ def run_serve(args: argparse.Namespace) -> int:
                           max_batch=args.max_batch, stream_idle_s=args.stream_idle_s,
                           stats_interval_s=max(args.stats_interval_s, 0.0), shared_memory=not args.no_shared_memory)
     if args.torch_threads is not None:
-        import torch
-
         torch.set_num_threads(args.torch_threads)
-    engine = build_engine(args.engine, args.config, list(args.weights), _resolve_device(args.device),
-                          max_streams=args.max_streams, identity_delay_s=args.identity_delay_ms / 1000.0)
+    engine = build_processor(args)
     server = BridgeServer(engine, config)
 
     def on_signal(signum, frame):

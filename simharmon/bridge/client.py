@@ -102,6 +102,16 @@ class Reply:
         return self.header.get("code", "TIMEOUT" if self.kind == "timeout" else None)
 
     @property
+    def passthrough(self) -> Optional[str]:
+        """``"no_mask"`` when the frame came back unchanged because the model reads masks and none was sent."""
+        return self.header.get("passthrough")
+
+    @property
+    def history_reset(self) -> bool:
+        """True when the stream's history restarted before this frame (docs/PROTOCOL.md)."""
+        return bool(self.header.get("history_reset", False))
+
+    @property
     def message(self) -> Optional[str]:
         return self.header.get("message")
 

@@ -1,4 +1,5 @@
-"""The bridge server: a ROUTER socket in front of an :class:`~simharmon.bridge.engines.Engine`.
+"""The bridge server: a ROUTER socket in front of a :class:`~simharmon.bridge.processor.FrameProcessor`
+(the runtime's engine, or the identity stand-in).
 
 Two threads. The I/O thread owns the sockets: it drains the ROUTER, validates every message
 (:func:`~simharmon.bridge.protocol.decode_request`), answers control messages and bad input at
@@ -28,8 +29,9 @@ from typing import Any, Dict, Hashable, List, Optional, Tuple
 import zmq
 
 from ..io.pixels import PixelError, decode_layer, decode_pixels, encode_pixels
+from ..runtime.engine import StepResult
 from .config import ServerConfig, is_loopback_endpoint
-from .engines import Engine, FrameAux
+from .processor import FrameProcessor
 from .protocol import (
     DROP_REASONS,
     LAYERS,
@@ -55,14 +57,15 @@ Message = List[Any]  # [identity, header, *buffers]
 
 
 class BridgeServer:
-    """Serve ``engine`` on the endpoints of ``config`` (see docs/PROTOCOL.md).
+    """Serve ``engine`` (a :class:`FrameProcessor`) on the endpoints of ``config`` (see docs/PROTOCOL.md).
 
     Sockets are bound in the constructor, so ``endpoints`` (with ``*`` ports resolved) is known
     before serving. Run :meth:`serve_forever` in the thread that should own the sockets, or
     :meth:`start` for a background thread; :meth:`stop` (any thread, or a signal handler) ends it.
     """
 
-    def __init__(self, engine: Engine, config: Optional[ServerConfig] = None, context: Optional[zmq.Context] = None):
+    def __init__(self, engine: FrameProcessor, config: Optional[ServerConfig] = None,
+                 context: Optional[zmq.Context] = None):
         config = config if config is not None else ServerConfig()
         self.engine = engine
         self.config = config
@@ -395,7 +398,7 @@ class BridgeServer:
     def _run_batch(self, items: List[Pending]) -> None:
         device = self.engine.device
         frames: Dict[Hashable, Any] = {}
-        aux: Dict[Hashable, FrameAux] = {}
+        inputs: Dict[Hashable, Dict[str, Any]] = {}
         alphas: Dict[Hashable, Any] = {}
         ready: List[Pending] = []
         started = time.monotonic()
@@ -411,38 +414,45 @@ class BridgeServer:
             layers = {name: decode_layer(buffers[name], LAYERS[name], req.width, req.height, device)
                       for name in req.layers}
             if lease is not None:
-                # The reply overwrites the slot and the client reuses it, while engines may keep
+                # The reply overwrites the slot and the client reuses it, while the engine may keep
                 # inputs as history: own what still views the slot (decode_pixels' frame never does).
                 alpha = alpha.clone() if alpha is not None else None
                 layers = {name: t.clone() if t.device.type == "cpu" else t for name, t in layers.items()}
             frames[pending.engine_key] = decoded.frame
             alphas[pending.engine_key] = alpha
-            aux[pending.engine_key] = FrameAux(intrinsics=req.intrinsics, pose=req.pose, **layers)
+            inputs[pending.engine_key] = {**layers, "intrinsics": req.intrinsics, "camera_to_world": req.pose}
             ready.append(pending)
         if not ready:
             return
-        outputs, failures = self._step(frames, aux)
+        results = self._step(frames, inputs)
         engine_ms = (time.monotonic() - started) * 1000.0
         latencies = []
         for pending in ready:
             key = pending.engine_key
-            if key in failures:
-                self._queue_error(pending, ErrorCode.ENGINE_ERROR, failures[key])
+            result = results[key]
+            if result.error is not None:
+                self._queue_error(pending, ErrorCode.ENGINE_ERROR, f"the engine refused this frame: {result.error}")
                 continue
             req, lease = pending.request, pending.lease
             reply_format = PIXEL_FORMATS[req.options.reply_format or req.format.name]
             if lease is not None:  # straight into the slot; the header says where
-                encode_pixels(outputs[key], reply_format, alphas[key],
+                encode_pixels(result.output, reply_format, alphas[key],
                               out=lease.reply_array(reply_format, req.width, req.height))
                 parts, shm = [], lease.reply_field()
             else:
-                parts, shm = [encode_pixels(outputs[key], reply_format, alphas[key])], None
+                parts, shm = [encode_pixels(result.output, reply_format, alphas[key])], None
             total_ms = (time.monotonic() - pending.received) * 1000.0
             latencies.append(total_ms)
+            flags = {}
+            if result.passthrough is not None:
+                flags["passthrough"] = result.passthrough
+                self.stats.add("frames_passthrough")
+            if result.history_reset:
+                flags["history_reset"] = True
             header = reply_header(
                 "result", req.echo(), width=req.width, height=req.height, format=reply_format.name,
                 batch=len(ready), queue_us=int((started - pending.received) * 1e6), engine_us=int(engine_ms * 1000),
-                server_us=int(total_ms * 1000), shm=shm,
+                server_us=int(total_ms * 1000), shm=shm, **flags,
             )
             if lease is not None:
                 lease.release()  # written: the slot is the client's again once it reads this reply
@@ -451,28 +461,14 @@ class BridgeServer:
             self.stats.add("bytes_out", sum(p.nbytes for p in parts))
         self.stats.batch(len(latencies), engine_ms, latencies)
 
-    def _step(self, frames: Dict[Hashable, Any], aux: Dict[Hashable, FrameAux]) -> Tuple[Dict, Dict[Hashable, str]]:
-        """Run the engine; isolate a bad stream instead of failing the whole batch.
-
-        Input errors (ValueError/TypeError naming a stream) are raised before any history changes,
-        so the other streams are re-run. Any other failure fails the batch, and each of its
-        streams restarts its history, which may be half-updated.
-        """
-        failures: Dict[Hashable, str] = {}
-        while frames:
-            try:
-                return self.engine.step_many(frames, aux), failures
-            except (ValueError, TypeError) as exc:
-                bad = [k for k in frames if repr(k) in str(exc)]
-                if not bad:
-                    bad = list(frames)
-                for key in bad:
-                    failures[key] = f"the engine refused this frame: {exc}"
-                    frames.pop(key)
-            except Exception as exc:
-                log.exception("engine failure")
-                for key in frames:
-                    failures[key] = f"engine failure ({type(exc).__name__}: {exc}); this stream's history restarts"
-                    self.scheduler.retire(key)
-                return {}, failures
-        return {}, failures
+    def _step(self, frames: Dict[Hashable, Any], inputs: Dict[Hashable, Dict[str, Any]]) -> Dict[Hashable, StepResult]:
+        """Run the processor; per-stream refusals come back as results. An unexpected failure fails the
+        batch, and each of its streams restarts its history (it may be half-updated)."""
+        try:
+            return self.engine.step_many(frames, inputs)
+        except Exception as exc:
+            log.exception("engine failure")
+            for key in frames:
+                self.scheduler.retire(key)
+            message = f"engine failure ({type(exc).__name__}: {exc}); this stream's history restarts"
+            return {key: StepResult(error=message) for key in frames}

@@ -16,11 +16,15 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Tuple
 
 import numpy as np
+import torch
 
 from ..data.isp import isp_composite
 from ..data.procedural import procedural_scene
+from ..runtime.inputs import normalize_inputs
+from ..runtime.stream import StreamingEnhancer
 from .baselines import reinhard_transfer
 from .image_metrics import score_image
+from .temporal import flow_to_tensor, warping_error
 
 __all__ = ["HELDOUT_SEED_BASE", "HeldoutSample", "HeldoutScores", "heldout_composites", "score_heldout",
            "drive_warping_errors", "image_enhancer", "score_drive_frames", "sequence_enhancer"]
@@ -97,10 +101,6 @@ def drive_warping_errors(drive, enhance_camera: Callable[[str, List[np.ndarray],
     Returns {"input": e, "model": e}, each the mean over every camera's frame pairs.
     keep: if given, receives ``{camera: (frames, masks, enhanced)}`` for further scoring.
     """
-    import torch
-
-    from .temporal import flow_to_tensor, warping_error
-
     def unit(image: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].double() / 255.0
 
@@ -146,28 +146,19 @@ def score_drive_frames(drive, kept: Dict[str, tuple]) -> Dict[str, Dict[str, Dic
     return result
 
 
-def _step_uint8(stream, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    import torch
-
-    from ..io.pixels import frame_to_uint8_hwc, uint8_hwc_to_frame
-    from ..replay.enhance import mask_input
-
-    device = str(stream.model.device)
-    extra = mask_input(stream.stream, mask, *image.shape[:2], device)
-    with torch.inference_mode():
-        return frame_to_uint8_hwc(stream.step(uint8_hwc_to_frame(image, device=device), **extra))[0]
+def _step_uint8(stream: StreamingEnhancer, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """One uint8 frame with its uint8 actor mask through ``stream`` (the runtime's step)."""
+    given = normalize_inputs({"mask": mask}, *image.shape[:2]) if stream.stream.uses_mask else {}
+    return stream.step_uint8(image, **given).cpu().numpy()
 
 
 def image_enhancer(model) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """``enhance(image, mask)`` for :func:`score_heldout`: each image is a new stream's first frame."""
-    from ..runtime.stream import StreamingEnhancer
-
     return lambda image, mask: _step_uint8(StreamingEnhancer(model), image, mask)
 
 
 def sequence_enhancer(model) -> Callable[[str, List[np.ndarray], List[np.ndarray]], List[np.ndarray]]:
     """``enhance_camera(name, frames, masks)`` for :func:`drive_warping_errors`: one stream per camera."""
-    from ..runtime.stream import StreamingEnhancer
 
     def run(_name: str, frames: List[np.ndarray], masks: List[np.ndarray]) -> List[np.ndarray]:
         stream = StreamingEnhancer(model)

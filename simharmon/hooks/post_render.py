@@ -1,17 +1,18 @@
 """In-process post-render hooks: enhance what a render function returns, in the same process.
 
 A hook wraps a render function; an *adapter* says where the image is in the render output (a
-tensor, a tuple with depth and mask, a dict, gsplat's ``rasterization`` tuple). Every camera in
-one call becomes its own stream with its own temporal history, and all cameras of the same size
-run as one batched forward pass.
+tensor, a tuple with depth and mask, a dict such as drivestudio's, gsplat's ``rasterization``
+tuple) and which per-frame inputs it carries (the actor mask, depth). Every camera in one call is
+its own stream of the runtime's engine (built by the runtime factory, as for every front door),
+and all cameras of the same size run as one batched step.
 
-Zero-copy: the hook takes views of the rendered tensors (``permute``/``reshape``/slicing, no
-``contiguous()``), never moves data to the host, and returns depth, mask and anything else the
-renderer produced as the very same tensor objects. On a GPU the frames stay on the GPU from
-renderer to model and back (keep the model on the renderer's device; otherwise the engine moves
-them). On the CPU the only new buffers are the ones the model computes. Inputs are float images
-in [0, 1]; outputs are float32 in [0, 1] on 8-bit levels (see ``simharmon.io.pixels``), cast
-back to the input's dtype.
+No host round trip: the hook takes views of the rendered tensors, the engine copies them into its
+static buffers on the same device, and depth, masks and everything else the renderer produced come
+back as the very same tensor objects. Inputs are float images in [0, 1]; outputs are float32 in
+[0, 1] on 8-bit levels (``simharmon.io.pixels``), cast back to the input's dtype.
+
+For a model that reads actor masks, a camera whose render has no mask passes through unchanged:
+``hook.last_passthrough[i]`` is ``"no_mask"`` for it (and the engine logs it once per stream).
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Proto
 
 import torch
 
+from ..runtime.engine import Engine, StepResult
+from ..runtime.factory import engine_for
+
 __all__ = ["RenderedFrames", "Adapter", "ImageAdapter", "DictAdapter", "PostRenderHook", "post_render_hook",
-           "as_engine"]
+           "as_processor", "per_camera"]
 
 
 @dataclass
@@ -32,7 +36,9 @@ class RenderedFrames:
     """What an adapter found in a render output.
 
     images: ``[N, 3, H, W]`` float, one frame per camera (usually a view of the render output).
-    depth, mask: whatever the renderer produced, passed through untouched (may be None).
+    depth: per-camera depth (``per_camera`` shapes), or None; passed to the engine when it reads depth.
+    mask: per-camera inserted-actor mask in [0, 1] (``per_camera`` shapes), or None; passed to the
+        engine when it reads masks.
     """
 
     images: torch.Tensor
@@ -44,12 +50,32 @@ class Adapter(Protocol):
     """Finds the frames in a render output and puts enhanced frames back into one."""
 
     def extract(self, output: Any) -> RenderedFrames:
-        """The frames (``[N, 3, H, W]`` views) and passthrough extras of a render output."""
+        """The frames (``[N, 3, H, W]`` views) and per-frame inputs of a render output."""
         ...
 
     def rebuild(self, output: Any, enhanced: torch.Tensor) -> Any:
         """``output`` with its frames replaced by ``enhanced`` ``[N, 3, H, W]``; the rest unchanged."""
         ...
+
+
+def per_camera(value: Optional[torch.Tensor], cameras: int, height: int, width: int,
+               what: str) -> Optional[torch.Tensor]:
+    """A single-channel map as ``[N, 1, H, W]`` from ``[H, W]``, ``[H, W, 1]``, ``[N, H, W]``, ``[N, H, W, 1]``,
+    ``[1, H, W]`` or ``[N, 1, H, W]`` (views; None stays None)."""
+    if value is None:
+        return None
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(value).__name__}")
+    shape = tuple(value.shape)
+    if shape[-2:] == (height, width):
+        flat = value.reshape(-1, 1, height, width)
+    elif shape[-3:] == (height, width, 1):
+        flat = value.reshape(-1, height, width, 1).permute(0, 3, 1, 2)
+    else:
+        raise ValueError(f"{what} must be [..., H, W] or [..., H, W, 1] with H, W = {height}, {width}, got {list(shape)}")
+    if flat.shape[0] != cameras:
+        raise ValueError(f"{what} holds {flat.shape[0]} maps for {cameras} camera(s)")
+    return flat
 
 
 def _to_nchw(image: torch.Tensor, layout: str, what: str) -> torch.Tensor:
@@ -79,7 +105,7 @@ class ImageAdapter:
     """A render function returning an image tensor, or a tuple ``(image, depth, mask, ...)``.
 
     layout: "chw" for ``[3, H, W]`` / ``[N, 3, H, W]``, "hwc" for ``[H, W, 3]`` / ``[N, H, W, 3]``.
-    The tuple's other items are returned unchanged.
+    Tuple items 1 and 2 are the depth and the actor mask; the tuple's items are returned unchanged.
     """
 
     def __init__(self, layout: str = "chw"):
@@ -106,16 +132,25 @@ class ImageAdapter:
 
 
 class DictAdapter:
-    """A render function returning a dict (e.g. drivestudio/OmniRe: ``rgb`` ``[H, W, 3]``,
-    ``depth``, ``opacity``). Returns a shallow copy with ``image_key`` replaced."""
+    """A render function returning a dict; returns a shallow copy with ``image_key`` replaced.
+
+    drivestudio / OmniRe renders are dicts of ``[H, W, C]`` maps: ``rgb``, ``depth``, ``opacity`` and
+    per-class ones such as ``Dynamic_opacity`` (the dynamic actors' opacity: the actor mask) or
+    ``Vehicle_opacity``. :meth:`drivestudio` gives that preset.
+    """
 
     def __init__(self, image_key: str = "rgb", depth_key: Optional[str] = "depth", mask_key: Optional[str] = None,
                  layout: str = "hwc"):
         self.image_key, self.depth_key, self.mask_key = image_key, depth_key, mask_key
         self.inner = ImageAdapter(layout)
 
+    @classmethod
+    def drivestudio(cls, mask_key: str = "Dynamic_opacity") -> DictAdapter:
+        """drivestudio's render dict: ``rgb`` ``[H, W, 3]``, ``depth`` and the actor mask ``mask_key`` ``[H, W, 1]``."""
+        return cls("rgb", "depth", mask_key, "hwc")
+
     def extract(self, output: Any) -> RenderedFrames:
-        """The ``image_key`` entry as frames; ``depth_key`` / ``mask_key`` entries passed through."""
+        """The ``image_key`` entry as frames; ``depth_key`` / ``mask_key`` entries as depth and mask."""
         if not isinstance(output, Mapping) or self.image_key not in output:
             raise KeyError(f"render output must be a mapping with key {self.image_key!r}")
         images = self.inner.extract(output[self.image_key]).images
@@ -129,21 +164,20 @@ class DictAdapter:
         return rebuilt
 
 
-def as_engine(enhancer: Any, max_streams: int = 64) -> Any:
-    """An object with ``step_many``: an EnhancerModel is wrapped in a MultiStreamEnhancer; an
-    Engine or MultiStreamEnhancer is used as is."""
+def as_processor(enhancer: Any) -> Any:
+    """What a hook steps: an ``Engine`` (or any object with ``step_many``, e.g. the identity stand-in)
+    is used as is; a built model gets its engine from the runtime factory (``factory.engine_for``)."""
     if hasattr(enhancer, "step_many"):
         return enhancer
     if isinstance(enhancer, torch.nn.Module) and hasattr(enhancer, "config"):
-        from ..runtime.multistream import MultiStreamEnhancer
-
-        return MultiStreamEnhancer(enhancer, max_streams=max_streams)
-    raise TypeError(f"expected an EnhancerModel, an Engine or a MultiStreamEnhancer, got {type(enhancer).__name__}")
+        return engine_for(enhancer)
+    raise TypeError(f"expected an Engine (simharmon.runtime.build_runtime), a built model or a stand-in, got "
+                    f"{type(enhancer).__name__}")
 
 
 def _join(parts: List[torch.Tensor]) -> torch.Tensor:
     """Stack ``[1, 3, H, W]`` frames into ``[N, 3, H, W]``: a view when they are consecutive slices
-    of one batch (what a batched forward returns), a copy only otherwise."""
+    of one batch, a copy only otherwise."""
     first = parts[0]
     if len(parts) == 1:
         return first
@@ -158,39 +192,74 @@ def _join(parts: List[torch.Tensor]) -> torch.Tensor:
 class PostRenderHook:
     """Enhance the frames of render outputs in process (see the module docstring).
 
-    enhancer: an EnhancerModel (``simharmon.build_enhancer(...)``), a MultiStreamEnhancer or any
-        bridge Engine (e.g. the IdentityEngine stand-in).
+    enhancer: an ``Engine`` from ``simharmon.runtime.build_runtime(...)`` (or a built model, whose
+        engine the factory builds; or the identity stand-in).
     adapter: where the frames are in the output (default ``ImageAdapter("chw")``).
     stream: name prefix of this hook's streams; camera ``i`` of a call is stream ``(stream, i)``.
-    Thread-safe: calls are serialized (the model's histories are shared state).
+    Thread-safe: calls are serialized (the engine's histories are shared state).
     """
 
     def __init__(self, enhancer: Any, adapter: Optional[Adapter] = None, stream: str = "render", enabled: bool = True):
-        self.engine = as_engine(enhancer)
+        self.engine = as_processor(enhancer)
         self.adapter = adapter if adapter is not None else ImageAdapter("chw")
         self.stream = stream
         self.enabled = enabled
+        self.last_passthrough: List[Optional[str]] = []  # per camera of the last call: "no_mask" or None
         self._lock = threading.Lock()
         self._keys: set = set()
 
-    def enhance(self, images: torch.Tensor) -> torch.Tensor:
-        """``images``: ``[N, 3, H, W]`` float in [0, 1] (camera ``i`` = stream ``i``) -> same shape,
-        float32 in [0, 1], on the engine's device."""
+    @property
+    def used_inputs(self) -> List[str]:
+        """The per-frame inputs the engine reads (``mask``; ``flow``; ``depth``, ``intrinsics``, ``pose``)."""
+        return list(getattr(self.engine, "used_inputs", []))
+
+    def enhance(self, images: torch.Tensor, **inputs: Any) -> torch.Tensor:
+        """``images``: ``[N, 3, H, W]`` float in [0, 1] (camera ``i`` = stream ``i``) -> same shape, float32
+        in [0, 1], on the engine's device.
+
+        inputs: per-frame inputs for all N cameras, as the engine takes them: ``mask`` / ``depth``
+        (``per_camera`` shapes), ``flow`` ``[N, 2, H, W]``, ``intrinsics`` ``[N, 3, 3]`` or ``(fx, fy,
+        cx, cy)``, ``pose`` ``[N, 4, 4]`` (current -> previous camera) or ``camera_to_world`` ``[N, 4, 4]``.
+        Only those the engine reads are passed on.
+        """
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [N, 3, H, W], got {list(images.shape)}")
-        keys = [(self.stream, i) for i in range(images.shape[0])]
-        frames: Dict[Hashable, torch.Tensor] = {k: images[i:i + 1] for i, k in enumerate(keys)}  # views
+        count, _, height, width = images.shape
+        keys = [(self.stream, i) for i in range(count)]
+        used = set(self.used_inputs)
+        given: Dict[Hashable, Dict[str, Any]] = {key: {} for key in keys}
+        for name, value in inputs.items():
+            reads = "pose" if name == "camera_to_world" else name
+            if reads not in used or value is None:
+                continue
+            if name in ("mask", "depth"):
+                value = per_camera(value, count, height, width, name)
+            # (fx, fy, cx, cy) given once holds for every camera
+            shared = name == "intrinsics" and not isinstance(value, torch.Tensor) and isinstance(value[0], (int, float))
+            for i, key in enumerate(keys):
+                given[key][name] = value if shared else value[i:i + 1] if isinstance(value, torch.Tensor) else value[i]
+        frames = {key: images[i:i + 1] for i, key in enumerate(keys)}  # views
         with self._lock:
-            outputs = self.engine.step_many(frames)
+            results: Dict[Hashable, StepResult] = self.engine.step_many(frames, given)
             self._keys.update(keys)
-        return _join([outputs[k] for k in keys])
+        errors = [f"camera {key[1]}: {results[key].error}" for key in keys if results[key].error is not None]
+        if errors:
+            raise ValueError("the engine refused the render: " + "; ".join(errors))
+        self.last_passthrough = [results[key].passthrough for key in keys]
+        return _join([results[key].output for key in keys])
 
-    def __call__(self, output: Any) -> Any:
-        """Enhance one render output; returns the same structure with the frames replaced."""
+    def __call__(self, output: Any, **inputs: Any) -> Any:
+        """Enhance one render output; returns the same structure with the frames replaced.
+
+        inputs: per-frame inputs the render output does not carry (``enhance``'s keywords); the
+        adapter's mask and depth are used unless given here.
+        """
         if not self.enabled:
             return output
         frames = self.adapter.extract(output)
-        return self.adapter.rebuild(output, self.enhance(frames.images))
+        extracted = {"mask": frames.mask, "depth": frames.depth}
+        merged = {**{k: v for k, v in extracted.items() if v is not None}, **inputs}
+        return self.adapter.rebuild(output, self.enhance(frames.images, **merged))
 
     def wrap(self, render_fn: Callable[..., Any]) -> Callable[..., Any]:
         """``render_fn`` with this hook applied to everything it returns."""
@@ -206,7 +275,7 @@ class PostRenderHook:
         """Forget every camera's history (a new drive or a scene cut)."""
         with self._lock:
             for key in self._keys:
-                if hasattr(self.engine, "reset"):
+                if isinstance(self.engine, Engine):
                     self.engine.reset(key)
                 else:
                     self.engine.remove(key)
@@ -215,11 +284,10 @@ class PostRenderHook:
 
 def post_render_hook(enhancer: Any, adapter: Optional[Adapter] = None,
                      stream: str = "render") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator form: ``@post_render_hook(model, GsplatAdapter("RGB+D"))`` over a render function.
+    """Decorator form: ``@post_render_hook(engine, GsplatAdapter("RGB+D"))`` over a render function.
     The wrapped function carries its hook as ``.hook`` (for ``reset()``)."""
 
     def decorate(render_fn: Callable[..., Any]) -> Callable[..., Any]:
         return PostRenderHook(enhancer, adapter, stream).wrap(render_fn)
 
     return decorate
-

@@ -1,7 +1,4 @@
-"""The ``simharmon replay`` subcommand: argument set-up and handler (registered in ``simharmon.cli``).
-
-Kept free of heavy imports at module level, so building the CLI parser stays fast.
-"""
+"""The ``simharmon replay`` subcommand: argument set-up and handler (registered in ``simharmon.cli``)."""
 
 from __future__ import annotations
 
@@ -9,8 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..argtypes import add_execution_arguments, add_model_arguments
 from ..argtypes import positive_float as _positive_float
 from ..argtypes import positive_int as _positive_int
+from ..io.drives import DRIVE_KINDS
+from .replay import ReplayOptions, replay
 
 __all__ = ["HELP", "configure", "run"]
 
@@ -19,23 +19,17 @@ HELP = "replay a logged drive through the enhancer per camera, then score it and
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``replay`` arguments to ``parser``."""
-    from ..io.drives import DRIVE_KINDS
-
     parser.add_argument("drive", type=Path, metavar="DRIVE",
                         help="a drive folder (drive.json, docs/DRIVE_FORMAT.md), a drivestudio scene, an .mcap file "
                              "with foxglove image topics, a video, or a folder of frames")
     parser.add_argument("--out", type=Path, required=True, metavar="RUN",
                         help="output folder (enhanced frames, videos, metrics, plots, report.html); re-running with "
                              "the same RUN resumes")
-    parser.add_argument("--weights", type=Path, action="append", default=[], metavar="PATH",
-                        help="checkpoint file; repeat for a DiT plus tokenizer pair. Without --weights and "
-                             "--config: the bundled default model; with --config alone: random (untrained) weights")
-    parser.add_argument("--config", default=None, metavar="NAME_OR_YAML",
-                        help="preset name (tiny, cosmos-0.6b) or YAML file; default: the weights' config")
+    add_model_arguments(parser)
+    add_execution_arguments(parser)
     parser.add_argument("--plain", action="store_true",
                         help="run the plain model instead of the exact optimizations (equal up to float rounding)")
     parser.add_argument("--nontemporal", action="store_true", help="enhance each frame alone (stream.history='none')")
-    parser.add_argument("--device", default="auto", metavar="cpu|cuda", help="cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--kind", default="auto", choices=DRIVE_KINDS, help="drive reader (default: detect)")
     parser.add_argument("--fps", type=_positive_float, default=None, help="override the drive's frame rate")
     parser.add_argument("--camera", action="append", default=[], metavar="NAME",
@@ -65,15 +59,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``simharmon replay DRIVE --out RUN ...``: see :func:`simharmon.replay.replay.replay`."""
-    from .replay import ReplayOptions, replay
-
     options = ReplayOptions(
         drive=args.drive, out=args.out, weights=tuple(args.weights), config=args.config, nontemporal=args.nontemporal,
         device=args.device, drive_kind=args.kind, fps=args.fps, cameras=tuple(args.camera) or None,
         max_frames=args.max_frames, overwrite=args.overwrite, trust_checkpoint=args.trust_checkpoint,
         use_ema=args.ema, raft_weights=args.raft_weights, lpips_backbone=args.lpips_backbone,
         lpips_heads=args.lpips_heads, dino_weights=args.dino_weights, out_of_frame=args.warp_out_of_frame,
-        mcap=args.mcap, progress=not args.no_progress, plain=args.plain,
+        mcap=args.mcap, progress=not args.no_progress, plain=args.plain, backend=args.backend,
     )
     try:
         result = replay(options)
@@ -85,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     if result.report_path is not None:
         print(f"report: {result.report_path}")
         print(f"summary: {result.summary_path}")
+    passed = {c: n for c, n in result.passthrough.items() if n}
+    if passed:
+        print("passed through unchanged (no mask): " + ", ".join(f"{c}: {n} frames" for c, n in passed.items()))
     if result.mcap_path is not None:
         print(f"mcap: {result.mcap_path}")
     if result.untrained:

@@ -12,7 +12,8 @@ Output folder ``RUN``::
     enhanced.mcap                         with --mcap: the drive plus enhanced image topics
 
 Cameras are enhanced in time order, interleaved frame by frame as a simulator would render them,
-each with its own StreamingEnhancer (its own history ring) on one shared model. A re-run with the
+each a stream of one engine from the runtime factory (its own history slot), with the per-frame
+inputs the drive carries and the stream options read (mask; flow, or depth + pose + intrinsics). A re-run with the
 same RUN resumes every camera after its last contiguous output, seeding its history from the
 outputs on disk, so the enhanced frames are byte-identical to an uninterrupted run's; metrics,
 plots, videos and the report are recomputed from them at the end of every run.
@@ -20,18 +21,24 @@ plots, videos and the report are recomputed from them at the end of every run.
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..io.atomic import atomic_write_json
+import torch
+from tqdm import tqdm
+
+from ..eval.evaluate import EvalOptions
+from ..io.atomic import atomic_save_png, atomic_write_json
 from ..io.drive import Drive, DriveError
-from ..models.bundled import BUNDLED_WEIGHTS, MODEL_CARD
-from .enhance import UNTRAINED_WARNING, build_backend, mask_input, prime_from_outputs, resolve_device, weights_field
+from ..io.drives import open_drive
+from ..runtime import Engine, RuntimeSpec, resolve_device
+from ..runtime.inputs import NO_MASK
+from .replay_outputs import write_outputs
 from .run_record import (
     IncompatibleRunError,
     RunRecord,
@@ -40,6 +47,7 @@ from .run_record import (
     read_run_record,
     remove_stale_temp_files,
 )
+from .session import NO_MASK_NOTE, open_runtime, prime_from_outputs
 
 __all__ = ["ReplayOptions", "ReplayResult", "replay", "REPLAY_FILE", "REPLAY_FORMAT"]
 
@@ -77,6 +85,7 @@ class ReplayOptions:
     mcap: bool = False
     progress: bool = True
     plain: bool = False  # the plain computation instead of the exact optimizations
+    backend: str = "auto"  # the engine backend (auto: cudagraph on CUDA, eager on the CPU)
 
     def __post_init__(self):
         object.__setattr__(self, "drive", Path(self.drive))
@@ -107,6 +116,7 @@ class ReplayResult:
     videos: Dict[str, Path] = field(default_factory=dict)
     mcap_path: Optional[Path] = None
     status: str = "complete"
+    passthrough: Dict[str, int] = field(default_factory=dict)  # frames passed through (no mask), per camera
 
 
 def camera_dir(out_dir: Path, camera: str) -> Path:
@@ -114,8 +124,6 @@ def camera_dir(out_dir: Path, camera: str) -> Path:
 
 
 def _prepare(out_dir: Path, record: RunRecord, overwrite: bool) -> None:
-    import shutil
-
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"--out {out_dir} exists and is not a folder")
     if overwrite:
@@ -149,8 +157,30 @@ def _save_latency(path: Path, latency: Dict[str, Optional[float]]) -> None:
     atomic_write_json(path, {"unit": "ms", "frames": latency})
 
 
+def drive_inputs(drive: Drive, camera: str, index: int, used: Sequence[str]) -> Dict[str, Any]:
+    """The per-frame inputs of frame ``index`` that the engine reads (``used``), from what the drive carries.
+
+    mask ``[H, W]`` uint8; flow: the backward flow to the previous frame (the drive's pair
+    ``index - 1``); depth ``[H, W]``; ``camera_to_world`` 4x4 (the engine forms the relative pose);
+    intrinsics ``(fx, fy, cx, cy)``. A layer the drive lacks is left out.
+    """
+    given: Dict[str, Any] = {}
+    if "mask" in used:
+        given["mask"] = drive.read_mask(camera, index)
+    if "flow" in used and index > 0:
+        pair = drive.read_flow(camera, index - 1)
+        given["flow"] = None if pair is None else pair[1]
+    if "depth" in used:
+        given["depth"] = drive.read_depth(camera, index)
+        given["camera_to_world"] = drive.read_pose(camera, index)
+        intrinsics = drive.camera(camera).intrinsics
+        given["intrinsics"] = None if intrinsics is None else (intrinsics.fx, intrinsics.fy, intrinsics.cx,
+                                                               intrinsics.cy)
+    return {k: v for k, v in given.items() if v is not None}
+
+
 class _Camera:
-    """Per-camera replay state: its stream, where it resumes, its outputs and latencies."""
+    """Per-camera replay state: where it resumes, its outputs, latencies and passthroughs."""
 
     def __init__(self, drive: Drive, name: str, out_dir: Path, target: int):
         self.name = name
@@ -164,31 +194,24 @@ class _Camera:
         self.start = min(self.done, target)
         self.latency_path = self.dir.parent / "latency.json"
         self.latency = _load_latency(self.latency_path)
-        self.stream = None
         self.frames = None
+        self.passthrough = 0
 
 
-def _step_timed(stream, frame, device: str, extra: Optional[dict] = None):
-    import torch
-
-    synchronize = device.startswith("cuda")
+def _step_timed(engine: Engine, camera: str, image, given: Dict[str, Any]):
+    synchronize = engine.device.type == "cuda"
     if synchronize:
         torch.cuda.synchronize()
     began = time.perf_counter()
-    output = stream.step(frame, **(extra or {}))
+    result = engine.step_many({camera: torch.from_numpy(image)}, {camera: given})[camera]
     if synchronize:
         torch.cuda.synchronize()
-    return output, (time.perf_counter() - began) * 1000.0
+    return result, (time.perf_counter() - began) * 1000.0
 
 
-def _enhance(cameras: List[_Camera], drive: Drive, device: str, record: RunRecord, out_dir: Path, progress: bool,
+def _enhance(cameras: List[_Camera], drive: Drive, engine: Engine, record: RunRecord, out_dir: Path, progress: bool,
              log: Callable[[str], None]) -> None:
     """Run every camera to its target, frame index by frame index."""
-    from tqdm import tqdm
-
-    from ..io.atomic import atomic_save_png
-    from ..io.pixels import frame_to_uint8_hwc, uint8_hwc_to_frame
-
     total = sum(c.target for c in cameras)
     bar = tqdm(total=total, initial=sum(c.start for c in cameras), unit="frame", desc="replay",
                disable=not progress, dynamic_ncols=True, file=sys.stderr)
@@ -204,16 +227,13 @@ def _enhance(cameras: List[_Camera], drive: Drive, device: str, record: RunRecor
                     raise DriveError(f"camera {camera.name!r} of {drive.info.path} ended after {camera.done} frames, "
                                      f"but it reported {len(camera.names)}")
                 index, name, image = item
-                try:
-                    options = camera.stream.stream
-                    mask = drive.read_mask(camera.name, index) if options.uses_mask else None
-                    extra = mask_input(options, mask, *image.shape[:2], device)
-                    output, milliseconds = _step_timed(camera.stream, uint8_hwc_to_frame(image, device=device), device,
-                                                       extra)
-                except ValueError as exc:
+                given = drive_inputs(drive, camera.name, index, engine.used_inputs)
+                result, milliseconds = _step_timed(engine, camera.name, image, given)
+                if result.error is not None:
                     raise ValueError(f"cannot enhance frame {name!r} (index {index}) of camera {camera.name!r}: "
-                                     f"{exc}") from exc
-                atomic_save_png(camera.dir / f"{name}.png", frame_to_uint8_hwc(output)[0])
+                                     f"{result.error}")
+                camera.passthrough += result.passthrough is not None
+                atomic_save_png(camera.dir / f"{name}.png", result.output.cpu().numpy())
                 camera.latency[name] = round(milliseconds, 3)
                 camera.done = max(camera.done, index + 1)
                 bar.set_postfix_str(f"{camera.name} {milliseconds:.0f} ms", refresh=False)
@@ -223,13 +243,18 @@ def _enhance(cameras: List[_Camera], drive: Drive, device: str, record: RunRecor
             if time.perf_counter() - last_saved >= _RECORD_EVERY_S:
                 for camera in cameras:
                     _save_latency(camera.latency_path, camera.latency)
-                record.completed = sum(min(c.done, c.target) for c in cameras)
+                _record_progress(record, cameras)
                 record.save(out_dir)
                 last_saved = time.perf_counter()
     finally:
         bar.close()
         for camera in cameras:
             _save_latency(camera.latency_path, camera.latency)
+
+
+def _record_progress(record: RunRecord, cameras: List[_Camera]) -> None:
+    record.completed = sum(min(c.done, c.target) for c in cameras)
+    record.extra["passthrough"] = {"reason": NO_MASK, "frames": {c.name: c.passthrough for c in cameras}}
 
 
 def replay(options: ReplayOptions, log: Callable[[str], None] = _stderr) -> ReplayResult:
@@ -239,10 +264,6 @@ def replay(options: ReplayOptions, log: Callable[[str], None] = _stderr) -> Repl
     frame), IncompatibleRunError when ``out`` holds a different run. KeyboardInterrupt is
     recorded in ``replay.json`` (status "interrupted") and re-raised; a re-run resumes.
     """
-    from ..config import config_to_dict
-    from ..eval.evaluate import EvalOptions
-    from ..io.drives import open_drive
-
     began = time.perf_counter()
     drive = open_drive(options.drive, options.drive_kind, options.fps)
     names = list(options.cameras) if options.cameras else drive.cameras
@@ -250,32 +271,29 @@ def replay(options: ReplayOptions, log: Callable[[str], None] = _stderr) -> Repl
         if name not in drive.cameras:
             raise DriveError(f"no camera {name!r} in {options.drive}; cameras: {drive.cameras}")
     device = resolve_device(options.device)
+    spec = RuntimeSpec(weights=tuple(options.weights), config=options.config, device=device,
+                       backend=options.backend, use_ema=options.use_ema, trusted=options.trust_checkpoint,
+                       plain=options.plain, nontemporal=options.nontemporal, max_streams=max(len(names), 1))
     eval_options = EvalOptions(options.raft_weights, options.lpips_backbone, options.lpips_heads, options.dino_weights,
                                options.out_of_frame, device, options.progress)  # validates the paths before any work
-    from ..models.bundled import default_weights
-
-    options = dataclasses.replace(options, weights=tuple(default_weights(options.weights, options.config)))
-    model, streaming_cls, config = build_backend(options.weights, options.config, options.nontemporal, device,
-                                                 options.trust_checkpoint, options.use_ema, not options.plain)
-    untrained = not options.weights and bool(config.untrained)
-    if untrained:
-        log(UNTRAINED_WARNING.format(name=config.name))
-    if options.weights and Path(options.weights[0]).resolve() == BUNDLED_WEIGHTS.resolve():
-        log(f"using the bundled default model {config.name!r} (model card: {MODEL_CARD})")
+    session = open_runtime(spec, log)
+    engine, config = session.engine, session.config
+    untrained = session.untrained
     unmasked = [n for n in names if not drive.has("mask", n)]
-    if config.stream.uses_mask and unmasked:
-        log(f"note: {config.name!r} harmonizes inserted actors and reads their masks; camera(s) {unmasked} of "
-            f"{options.drive} have none, so their frames get an empty mask and pass through unchanged")
+    if engine.reads_masks and unmasked:
+        log(NO_MASK_NOTE.format(name=config.name, where=f"camera(s) {unmasked} of {options.drive}",
+                                advice="their frames pass through unchanged"))
 
     out_dir = options.out
     targets = {n: drive.frame_count(n) if options.max_frames is None else min(drive.frame_count(n), options.max_frames)
                for n in names}
     record = RunRecord(
-        input=str(Path(options.drive).resolve()), weights=weights_field(options.weights, options.use_ema),
-        config=config_to_dict(config), input_kind=drive.info.kind, device=device, fps=drive.info.fps,
+        input=str(Path(options.drive).resolve()), weights=session.weights,
+        config=session.config_record(), input_kind=drive.info.kind, device=str(engine.device), fps=drive.info.fps,
         frame_count=sum(drive.frame_count(n) for n in names), target_count=sum(targets.values()),
         run_format=REPLAY_FORMAT, file=REPLAY_FILE,
-        extra={"cameras": names, "frames_per_camera": {n: drive.frame_count(n) for n in names}},
+        extra={"cameras": names, "frames_per_camera": {n: drive.frame_count(n) for n in names},
+               "engine": engine.describe()},
     )
     # Which cameras were replayed is part of what a resume must match.
     record.config = dict(record.config, replay_cameras=names)
@@ -286,18 +304,18 @@ def replay(options: ReplayOptions, log: Callable[[str], None] = _stderr) -> Repl
 
     cameras = [_Camera(drive, n, out_dir, targets[n]) for n in names]
     for camera in cameras:
-        camera.stream = streaming_cls(model, stream=config.stream)
         if camera.start:
             log(f"resuming camera {camera.name}: {camera.start} of {camera.target} frames already in {camera.dir}")
         if camera.start < camera.target:
             try:
-                prime_from_outputs(camera.stream, camera.dir, camera.names, camera.start, device)
+                prime_from_outputs(engine, camera.name, camera.dir, camera.names, camera.start,
+                                   lambda i, name=camera.name: drive_inputs(drive, name, i, engine.used_inputs))
             except ValueError as exc:
                 raise ValueError(f"camera {camera.name!r}: {exc}") from exc
-    record.completed = sum(min(c.done, c.target) for c in cameras)
+    _record_progress(record, cameras)
     record.save(out_dir)
     try:
-        _enhance(cameras, drive, device, record, out_dir, options.progress, log)
+        _enhance(cameras, drive, engine, record, out_dir, options.progress, log)
         complete = all(c.done >= drive.frame_count(c.name) for c in cameras)
         record.status = "complete" if complete else "partial"
     except KeyboardInterrupt:
@@ -307,15 +325,17 @@ def replay(options: ReplayOptions, log: Callable[[str], None] = _stderr) -> Repl
         record.status = "failed"
         raise
     finally:
-        record.completed = sum(min(c.done, c.target) for c in cameras)
+        _record_progress(record, cameras)
         record.save(out_dir)
-
-    from .replay_outputs import write_outputs
+    passed = {c.name: c.passthrough for c in cameras if c.passthrough}
+    if passed:
+        log(f"note: frames passed through unchanged for lack of a mask (passthrough={NO_MASK!r}, in {REPLAY_FILE}): "
+            + ", ".join(f"{name}: {count}" for name, count in passed.items()))
 
     produced = {c.name: min(c.done, c.target) for c in cameras}
     result = ReplayResult(out_dir=out_dir, cameras=names, produced=produced,
                           resumed_from={c.name: c.start for c in cameras}, seconds=0.0, untrained=untrained,
-                          status=record.status)
+                          status=record.status, passthrough={c.name: c.passthrough for c in cameras})
     context = {"weights": record.weights, "config_name": config.name, "untrained": untrained,
                "status": record.status, "device": device}
     write_outputs(drive, out_dir, {c.name: [c.dir / f"{n}.png" for n in c.names[:produced[c.name]]] for c in cameras},

@@ -1,17 +1,19 @@
-"""Streaming execution: the per-frame step, the history ring, the optimized engine."""
+"""Streaming execution: the step stages, the history pool, the engine and the factory every front door uses."""
 
-from .engine import Engine, StreamGroup
-from .multistream import MultiStreamEnhancer
+from .engine import Engine, StepResult
+from .factory import RuntimeSpec, build_runtime, resolve_device
 from .optimize import OptimizedEnhancer
-from .ring import TensorRing
-from .stream import StreamingEnhancer, run_model_step
+from .rig import FrameResult, StreamGroup
+from .stream import StreamingEnhancer
 
 __all__ = [
     "Engine",
-    "MultiStreamEnhancer",
+    "FrameResult",
     "OptimizedEnhancer",
+    "RuntimeSpec",
+    "StepResult",
     "StreamGroup",
     "StreamingEnhancer",
-    "TensorRing",
-    "run_model_step",
+    "build_runtime",
+    "resolve_device",
 ]

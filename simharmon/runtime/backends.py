@@ -1,33 +1,42 @@
-"""Execution backends for a :class:`StepCore`: eager, torch.compile, CUDA graph, TensorRT.
+"""Execution backends for a step module with static shapes: eager, torch.compile, CUDA graph, TensorRT.
 
-* eager: the module itself.
-* compile: ``torch.compile`` (inductor, static shapes), with inductor freezing so weights are
-  constants and constant expressions fold.
-* cudagraph: the whole :meth:`StaticState.run` (gather references, step, output copy, ring
-  update) captured once per bucket and replayed; over the compiled or the eager core.
-* tensorrt: the core through torch-tensorrt's dynamo frontend, when torch-tensorrt is installed.
+Nothing above the engine knows which backend runs; nothing here knows what the module computes,
+so the enhancer's step and the offline harmonizers' steps use the same functions:
+
+* :func:`build_core` turns a module into the callable a runner calls: the module itself (eager),
+  ``torch.compile`` (inductor, static shapes, frozen weights), or a torch-tensorrt engine;
+* :class:`GraphRunner` captures a whole closure over static buffers (gather, step, write-back) as
+  one CUDA graph and replays it (the ``cudagraph`` backend: over the compiled or the eager core).
+* :func:`resolve_backend` gives ``auto`` its meaning: cudagraph on CUDA, eager on the CPU.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .compiled_step import CoreFn, StaticState, StepCore
-
-__all__ = ["BackendUnavailable", "require_backend", "build_core", "EagerRunner", "GraphRunner"]
+__all__ = ["BackendUnavailable", "GraphRunner", "Runner", "build_core", "require_backend", "resolve_backend"]
 
 TENSORRT_INSTALL = (
-    "install torch-tensorrt built for this torch and CUDA version, e.g. `pip install torch-tensorrt` "
-    "(see https://pytorch.org/TensorRT/getting_started/installation.html), or use backend 'compile' or 'cudagraph'"
+    "install torch-tensorrt built for this torch and CUDA version (`pip install 'simharmon[tensorrt]'`, see "
+    "https://pytorch.org/TensorRT/getting_started/installation.html), or use backend 'compile' or 'cudagraph'"
 )
+
+Runner = Callable[[], None]
 
 
 class BackendUnavailable(RuntimeError):
     """The requested backend cannot run here (no CUDA device, or torch-tensorrt missing)."""
+
+
+def resolve_backend(backend: str, device: torch.device | str) -> str:
+    """``"auto"`` -> ``"cudagraph"`` (over compile) on a CUDA device, ``"eager"`` on the CPU; others unchanged."""
+    if backend != "auto":
+        return backend
+    return "cudagraph" if torch.device(device).type == "cuda" else "eager"
 
 
 def require_backend(backend: str, device: torch.device) -> None:
@@ -46,7 +55,7 @@ def require_backend(backend: str, device: torch.device) -> None:
         raise BackendUnavailable(f"backend 'tensorrt' needs the torch_tensorrt package, which is not installed: {TENSORRT_INSTALL}")
 
 
-def _allow_recompiles(count: int = 64) -> None:
+def _allow_recompiles(count: int = 256) -> None:
     # Every bucket's core is another module instance of the same forward code; dynamo's default
     # limit (8 per code object) would silently fall back to eager after 8 buckets.
     cfg = torch._dynamo.config
@@ -55,25 +64,26 @@ def _allow_recompiles(count: int = 64) -> None:
         setattr(cfg, name, count)
 
 
-class _TensorRTAdapter(nn.Module):
+class _PositionalAdapter(nn.Module):
     """Fixed-arity wrapper: TensorRT graphs take and return tensors only (no None)."""
 
-    def __init__(self, core: StepCore, has_refs: bool) -> None:
+    def __init__(self, core: nn.Module, present: Sequence[bool]) -> None:
         super().__init__()
-        self.core, self.has_refs = core, has_refs
+        self.core, self.present = core, list(present)
 
-    def forward(self, frames: Tensor, *refs: Tensor):
-        """frames uint8 [N, H, W, 3] (+ refs) -> (out,) or (out, ring entry)."""
-        out, entry = self.core(frames, refs[0] if self.has_refs else None)
-        return (out,) if entry is None else (out, entry)
+    def forward(self, *tensors: Tensor):
+        """The present arguments, in order -> the outputs that are not None."""
+        it = iter(tensors)
+        args = [next(it) if here else None for here in self.present]
+        return tuple(out for out in self.core(*args) if out is not None)
 
 
-def build_core(backend: str, core: StepCore, *, freezing: bool = True, compile_for_graph: bool = True,
-               example: Optional[StaticState] = None, use_refs: bool = False) -> CoreFn:  # fmt: skip
-    """The callable a runner applies to static buffers, for ``backend``.
+def build_core(backend: str, core: nn.Module, *, freezing: bool = True, compile_for_graph: bool = True,
+               example: Optional[Sequence[Optional[Tensor]]] = None) -> Callable:
+    """The callable a runner applies to its static buffers, for ``backend``.
 
     compile_for_graph: cudagraph backend: capture the compiled core (else the eager one).
-    example / use_refs: tensorrt only: the static buffers whose shapes the engine is built for.
+    example: tensorrt only: the core's positional arguments (static buffers; None where absent).
     """
     if backend == "eager" or (backend == "cudagraph" and not compile_for_graph):
         return core
@@ -81,71 +91,56 @@ def build_core(backend: str, core: StepCore, *, freezing: bool = True, compile_f
         _allow_recompiles()
         return torch.compile(core, dynamic=False, options={"freezing": freezing})
     if backend == "tensorrt":
-        return _tensorrt_core(core, example, use_refs)
+        return _tensorrt_core(core, example)
     raise ValueError(f"unknown backend {backend!r}")
 
 
-def _tensorrt_core(core: StepCore, example: Optional[StaticState], use_refs: bool) -> CoreFn:
+def _tensorrt_core(core: nn.Module, example: Optional[Sequence[Optional[Tensor]]]) -> Callable:
     if example is None:
         raise ValueError("the tensorrt backend needs example static buffers to build for")
     try:
         import torch_tensorrt
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise BackendUnavailable(f"could not import torch_tensorrt ({exc}): {TENSORRT_INSTALL}") from exc
-    inputs = [example.frames]
-    if use_refs:
-        inputs.append(example.ring.index_select(1, example.ref_index))
-    adapter = _TensorRTAdapter(core, use_refs).eval()
+    present = [t is not None for t in example]
+    adapter = _PositionalAdapter(core, present).eval()
+    with torch.inference_mode():
+        outputs = core(*example)  # which outputs exist (their positions are fixed per bucket)
+    returned = [o is not None for o in outputs]
+    dtype = getattr(core, "dtype", torch.float32)
     try:
-        engine = torch_tensorrt.compile(adapter, ir="dynamo", inputs=inputs, enabled_precisions={core.dtype},
-                                        min_block_size=1)  # fmt: skip
+        engine = torch_tensorrt.compile(adapter, ir="dynamo", inputs=[t for t in example if t is not None],
+                                        enabled_precisions={dtype}, min_block_size=1)
     except Exception as exc:  # pragma: no cover - needs TensorRT
         raise BackendUnavailable(f"torch_tensorrt could not build the step ({type(exc).__name__}: {exc})") from exc
 
-    def run(frames: Tensor, refs: Optional[Tensor]):
-        """The StepCore interface over the TensorRT module."""
-        outs = engine(frames, refs) if use_refs else engine(frames)
-        outs = outs if isinstance(outs, (tuple, list)) else (outs,)
-        return outs[0], (outs[1] if len(outs) > 1 else None)
+    def run(*args: Optional[Tensor]):
+        """The core's interface over the TensorRT module."""
+        outs = engine(*[a for a in args if a is not None])
+        outs = iter(outs if isinstance(outs, (tuple, list)) else (outs,))
+        return tuple(next(outs) if here else None for here in returned)
 
     return run
 
 
-class EagerRunner:
-    """Runs ``state.run(core)`` directly (eager, compile and tensorrt backends)."""
-
-    def __init__(self, state: StaticState, core: CoreFn, use_refs: bool) -> None:
-        self.state, self.core, self.use_refs = state, core, use_refs
-
-    def __call__(self) -> None:
-        self.state.run(self.core, self.use_refs)
-
-
 class GraphRunner:
-    """``state.run(core)`` captured as one CUDA graph on ``stream``; each call replays it.
+    """``fn`` (a closure over static buffers) captured as one CUDA graph on ``stream``; each call replays it.
 
     Capture happens at construction, after ``warmup`` eager runs (which compile, autotune and
-    create library handles). The ring is restored after the warm-up, so history is unchanged;
-    construct it after the current frames are in ``state.frames`` and before that step runs.
+    create library handles). ``fn`` must be harmless to run then: the engine points the buffers'
+    slot indices at a scratch slot before it builds a runner.
     """
 
-    def __init__(self, state: StaticState, core: CoreFn, use_refs: bool, stream: torch.cuda.Stream,
-                 pool=None, warmup: int = 2) -> None:  # fmt: skip
-        self.state, self.stream = state, stream
-        saved = state.ring.clone() if state.ring is not None else None
+    def __init__(self, fn: Runner, stream: torch.cuda.Stream, pool=None, warmup: int = 2) -> None:
+        self.stream = stream
         with torch.cuda.stream(stream):
             for _ in range(warmup):
-                state.run(core, use_refs)
-            if saved is not None:
-                state.ring.copy_(saved)
+                fn()
         stream.synchronize()  # one-time, at capture: the graph must start from settled buffers
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, pool=pool, stream=stream):
-            state.run(core, use_refs)
+            fn()
 
     def __call__(self) -> None:
         # Launches on the current stream; the engine calls it inside ``torch.cuda.stream(stream)``.
         self.graph.replay()
-
-
-Runner = Callable[[], None]

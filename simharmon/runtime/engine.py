@@ -1,314 +1,387 @@
-"""The runtime engine: optimized, compiled steps over static buffers, for one or many cameras.
+"""The runtime engine: a history pool with one slot per stream, a scheduler of static batches, built steps.
 
     engine = Engine(model, EngineConfig(backend="cudagraph", dtype="bfloat16"))
-    rig = engine.open(num_streams=6, width=1024, height=576)   # 6 cameras, one ring each
-    handle = rig.submit(frames)      # uint8 [6, 576, 1024, 3], host (numpy/torch) or CUDA tensor
-    enhanced = handle.result()       # uint8 [6, 576, 1024, 3]; waits on this frame's event only
+    results = engine.step_many({"front": frame_a, "left": frame_b}, {"front": {"mask": mask_a}})
+    results["front"].output          # same kind as given: uint8 [H, W, 3] or float [3, H, W] in [0, 1]
+    rig = engine.open(num_streams=6, width=1024, height=576)   # 6 cameras that always step together
+    enhanced = rig.submit(frames).result()                     # uint8 [6, 576, 1024, 3]
 
-A :class:`StreamGroup` is N streams of one size that step together (a camera rig): one batched
-forward per step, each stream with its own history ring. Shapes are static per bucket
-(resolution, N, number of references); each bucket's step is built lazily, once, by the backend.
-On CUDA every group has its own CUDA stream, pinned host buffers and non-blocking copies; the
-per-frame path never calls ``torch.cuda.synchronize()``.
-
-For streams that do NOT step together, :meth:`Engine.multistream` gives a
-:class:`MultiStreamEnhancer` running the same optimized model (eager, dynamic shapes).
+Streams are independent and arrive when they arrive (vLLM's KV cache is the model): each stream
+key owns one slot of the :class:`~simharmon.runtime.history.HistoryPool` of its resolution;
+``step_many`` groups the frames it is given by resolution, frame kind and history state, splits
+each group into static batch sizes (``buckets.plan_batches``), and runs one built step per bucket
+(:class:`~simharmon.runtime.step.StepCore` through the backend: eager, compiled, captured) over
+static buffers that gather and write back the slots' rings. A rig of cameras that always step
+together (:meth:`Engine.open`) is the special case of one full bucket with fixed slots, and on CUDA
+has its own stream, pinned buffers and events: its per-frame path never synchronizes the device.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Optional, Sequence, Union
+import dataclasses
+import logging
+from collections import defaultdict
+from typing import Any, Dict, Hashable, List, Mapping, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 
 from ..config import EngineConfig, StreamConfig
-from ..models.enhancer import DTYPES, EnhancerModel
-from .backends import EagerRunner, GraphRunner, Runner, build_core, require_backend
-from .buckets import Bucket, BucketCache, check_resolution
-from .compiled_step import CoreFn, StaticState, StepCore
-from .fused_io import check_uint8_frames
-from .multistream import MultiStreamEnhancer
+from ..models.enhancer import DTYPES
+from .backends import build_core, require_backend, resolve_backend
+from .buckets import Bucket, BucketCache, check_resolution, plan_batches
+from .inputs import NO_MASK, NO_MASK_MESSAGE, FrameInputs, PoseTracker, gather_inputs, normalize_inputs, used_inputs
 from .optimize import OptimizedEnhancer
+from .rig import StreamGroup
+from .stages import history_capacity
+from .static import SlotPool, StaticStep
+from .step import StepCore
+from .stream import check_frame_size
 
-__all__ = ["Engine", "StreamGroup", "FrameResult"]
+__all__ = ["Engine", "StepResult"]
 
-FramesIn = Union[np.ndarray, torch.Tensor]
+log = logging.getLogger("simharmon.runtime")
+
+ENGINE_INPUTS = ("mask", "flow", "depth", "intrinsics", "pose", "camera_to_world")
+
+
+@dataclasses.dataclass
+class StepResult:
+    """One stream's answer from :meth:`Engine.step_many`.
+
+    output: the enhanced frame, of the kind and shape it was given (uint8 ``[H, W, 3]`` or float
+        ``[3, H, W]`` in [0, 1], a leading batch axis of 1 kept); the input itself when passed through;
+        None on error.
+    passthrough: ``"no_mask"`` when the frame passed through unchanged (``inputs.NO_MASK``), else None.
+    history_reset: the stream's history restarted before this frame (a passthrough, a pose that
+        cannot be related to the history, an engine failure).
+    error: why the frame was refused (its history untouched), else None.
+    """
+
+    output: Optional[torch.Tensor] = None
+    passthrough: Optional[str] = None
+    history_reset: bool = False
+    error: Optional[str] = None
+
+
+@dataclasses.dataclass
+class _Ready:
+    """A validated frame waiting for its bucket."""
+
+    key: Hashable
+    slot: int
+    frames: torch.Tensor  # [1, ...] of its kind, on the engine's device
+    inputs: FrameInputs
+    positions: List[int]
+    squeeze: bool
+    camera_to_world: Any = None
+
+
+@dataclasses.dataclass
+class _Stream:
+    """Host state of one stream key."""
+
+    size: Tuple[int, int]  # (width, height)
+    slot: int
+    poses: PoseTracker
+    told_no_mask: bool = False
+    history_reset: bool = False
 
 
 class Engine:
-    """Owns the optimized model (cast to the engine dtype, on the engine device) and the per-bucket steps.
+    """Owns the optimized model (cast to the engine dtype, on the engine device), the pools and the built steps.
 
-    model: a built EnhancerModel; if its device or dtype differ from the config's, a converted
+    model: a built ``EnhancerModel``; if its device or dtype differ from the config's, a converted
         copy is used and the caller's model is left as it is.
-    stream: temporal settings (layout, offsets, history policy); defaults to ``model.config.stream``.
+    config: how to execute (backend, dtype, device, batch sizes, stream bound, optimizations).
+    stream: temporal and output options; defaults to ``model.config.stream``. Every option works here.
     """
 
-    def __init__(self, model: EnhancerModel, config: Optional[EngineConfig] = None,
-                 stream: Optional[StreamConfig] = None) -> None:  # fmt: skip
+    stand_in = False
+
+    def __init__(self, model, config: Optional[EngineConfig] = None, stream: Optional[StreamConfig] = None) -> None:
         self.config = config if config is not None else EngineConfig()
         self.stream_config = stream if stream is not None else model.config.stream
         self.device = torch.device(self.config.device)
         if self.device.type == "cuda" and self.device.index is None and torch.cuda.is_available():
             self.device = torch.device("cuda", torch.cuda.current_device())
-        require_backend(self.config.backend, self.device)
-        if getattr(self.stream_config, "needs_frame_inputs", False):
-            raise ValueError("stream options history_warp / region_latent / region_pixel / mask_condition need "
-                             "per-frame renderer inputs, which the engine does not take; use StreamingEnhancer.step "
-                             "for them")
-        if getattr(self.stream_config, "guided_output", False):
-            raise ValueError("stream option guided_output is not implemented in the engine's fused output path; "
-                             "use StreamingEnhancer / MultiStreamEnhancer for it")
+        self.backend = resolve_backend(self.config.backend, self.device)
+        require_backend(self.backend, self.device)
         if self.stream_config.num_refs > self.config.max_history:
             raise ValueError(f"stream has {self.stream_config.num_refs} references; engine.max_history is "
-                             f"{self.config.max_history}")  # fmt: skip
-        dtype = DTYPES[self.config.dtype]
-        if model.device != self.device or model.dtype != dtype:
-            model = copy.deepcopy(model).to(device=self.device, dtype=dtype)
-        self.model = model
-        self.fast = OptimizedEnhancer(model, self.config.optimizations).prepare()
-        self._cores: BucketCache[CoreFn] = BucketCache()
-        self._step_modules: BucketCache[StepCore] = BucketCache()
+                             f"{self.config.max_history}")
+        dtype = DTYPES[self.config.dtype] if self.config.dtype != "auto" else (
+            model.dtype if self.device.type == "cpu" else torch.bfloat16)
+        inner = getattr(model, "model", model)  # an OptimizedEnhancer wraps the model
+        if inner.device != self.device or inner.dtype != dtype:
+            inner = copy.deepcopy(inner).to(device=self.device, dtype=dtype)
+        self.model = OptimizedEnhancer(inner, self.config.optimizations).prepare()
+        self.weights: List[str] = list(getattr(inner, "weights", []) or [])
+        config_ = inner.config
+        self.name = str(config_.name)
+        self.untrained = not self.weights or bool(config_.untrained)  # random weights whatever the preset claims
+        self.pixel_multiple = int(config_.pixel_multiple)
+        stride = config_.tokenizer.spatial_compression
+        self.max_width, self.max_height = int(config_.dit.max_img_w * stride), int(config_.dit.max_img_h * stride)
+        self.used_inputs: List[str] = list(used_inputs(self.stream_config))
+        self.reads_masks = self.stream_config.uses_mask
+        self._pools: Dict[Tuple[int, int], SlotPool] = {}
+        self._streams: Dict[Hashable, _Stream] = {}
+        self._cores: BucketCache = BucketCache()
+        self._steps: Dict[Bucket, StaticStep] = {}
+        self._graph_stream = torch.cuda.Stream(self.device) if self.backend == "cudagraph" else None
+        self._graph_pool = torch.cuda.graph_pool_handle() if self.backend == "cudagraph" else None
 
+    # -- facts ----------------------------------------------------------------------------------
     @property
     def dtype(self) -> torch.dtype:
         """Compute dtype of the engine's model."""
         return self.model.dtype
 
     @property
-    def backend(self) -> str:
-        """EngineConfig.backend."""
-        return self.config.backend
-
-    @property
     def buckets(self) -> List[Bucket]:
         """Buckets whose step has been built so far."""
         return self._cores.keys()
 
-    def step_module(self, bucket: Bucket) -> StepCore:
-        """The (eager) :class:`StepCore` of a bucket, built once."""
-        return self._step_modules.get(bucket, lambda: StepCore(
-            self.fast, bucket.layout, bucket.num_refs, bucket.height, bucket.width,
-            self.stream_config.reference_latent, keep_history=self._history_capacity() > 0).eval())
+    def check_size(self, width: int, height: int) -> None:
+        """Raise ValueError when the model cannot take ``width`` x ``height`` frames."""
+        check_frame_size(self.model.config, height, width)
+        check_resolution(width, height, self.config.resolutions, self.pixel_multiple)
 
-    def core(self, bucket: Bucket, example: Optional[StaticState] = None) -> CoreFn:
+    def describe(self) -> str:
+        """One line: model, weights, stream options, backend, device, dtype."""
+        weights = ", ".join(self.weights) if self.weights else "random (untrained) weights"
+        return (f"{self.name} ({weights}); backend {self.backend} on {self.device}, {str(self.dtype).replace('torch.', '')}"
+                f"; reads {', '.join(self.used_inputs) or 'no per-frame inputs'}")
+
+    # -- built steps ----------------------------------------------------------------------------
+    def step_module(self, bucket: Bucket) -> StepCore:
+        """The (eager) :class:`StepCore` of a bucket."""
+        return StepCore(self.model, self.stream_config, bucket.num_refs, bucket.advances, bucket.kind).eval()
+
+    def core(self, bucket: Bucket, example: Optional[tuple] = None):
         """The backend's callable for a bucket, built on first use and cached."""
         cfg = self.config
         return self._cores.get(bucket, lambda: build_core(
-            cfg.backend, self.step_module(bucket), freezing=cfg.inductor_freezing,
-            compile_for_graph=cfg.cudagraph_compile, example=example, use_refs=bucket.num_refs > 0))
+            self.backend, self.step_module(bucket), freezing=cfg.inductor_freezing,
+            compile_for_graph=cfg.cudagraph_compile, example=example))
 
-    def _history_capacity(self) -> int:
-        return 0 if self.stream_config.history == "none" else self.stream_config.history_length
+    def pool(self, width: int, height: int) -> SlotPool:
+        """The history pool of ``width`` x ``height`` streams (allocated on first use)."""
+        key = (width, height)
+        if key not in self._pools:
+            tok = self.model.config.tokenizer
+            self._pools[key] = SlotPool(self.stream_config, self.config.max_streams, width, height,
+                                        latent_channels=tok.z_dim, spatial_compression=tok.spatial_compression,
+                                        dtype=self.dtype, device=self.device)
+        return self._pools[key]
+
+    def static_step(self, bucket: Bucket, cuda_stream=None, graph_pool=None) -> StaticStep:
+        """New static buffers (and, for cudagraph, a captured graph) for ``bucket`` over its pool."""
+        return StaticStep(bucket, self.pool(bucket.width, bucket.height), self.stream_config, self.core, self.backend,
+                          self.device, cuda_stream, graph_pool)
+
+    def _static_step(self, bucket: Bucket) -> StaticStep:
+        if bucket not in self._steps:
+            self._steps[bucket] = self.static_step(bucket, self._graph_stream, self._graph_pool)
+        return self._steps[bucket]
+
+    # -- streams --------------------------------------------------------------------------------
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._streams
+
+    def keys(self) -> List[Hashable]:
+        """Keys of the streams that hold a slot."""
+        return list(self._streams)
+
+    def _admit(self, key: Hashable, width: int, height: int) -> _Stream:
+        state = self._streams.get(key)
+        if state is not None:
+            if state.size != (width, height):
+                w0, h0 = state.size
+                raise ValueError(f"stream {key!r} started at {w0}x{h0}, this frame is {width}x{height}; reset or "
+                                 "remove the stream to start a new history at the new size")
+            return state
+        if len(self._streams) >= self.config.max_streams:
+            raise RuntimeError(f"too many streams ({self.config.max_streams}, EngineConfig.max_streams); remove idle "
+                               "streams first")
+        state = _Stream((width, height), self.pool(width, height).take(), PoseTracker())
+        self._streams[key] = state
+        return state
+
+    def reset(self, key: Hashable) -> None:
+        """Forget one stream's history (it keeps its slot); unknown keys are ignored."""
+        state = self._streams.get(key)
+        if state is not None:
+            self._pools[state.size].history.clear(state.slot)
+            state.poses.clear()
+
+    def remove(self, key: Hashable) -> None:
+        """Free a stream's slot and history; unknown keys are ignored."""
+        state = self._streams.pop(key, None)
+        if state is not None:
+            self._pools[state.size].give_back(state.slot)
+
+    # -- stepping -------------------------------------------------------------------------------
+    def _frames(self, frame: Any) -> Tuple[torch.Tensor, str, bool]:
+        """A frame as ``[1, ...]`` on the device, its kind, and whether it came without the batch axis."""
+        if not isinstance(frame, torch.Tensor):
+            raise TypeError(f"a frame must be a torch.Tensor (uint8 [H, W, 3] or float [3, H, W]), got "
+                            f"{type(frame).__name__}")
+        squeeze = frame.dim() == 3
+        batch = frame.unsqueeze(0) if squeeze else frame
+        if batch.dim() != 4 or batch.shape[0] != 1:
+            raise ValueError(f"a frame must be uint8 [H, W, 3] or float [3, H, W] (one per stream), got "
+                             f"{list(frame.shape)}")
+        if batch.dtype == torch.uint8:
+            if batch.shape[-1] != 3:
+                raise ValueError(f"a uint8 frame must be [H, W, 3] RGB, got {list(frame.shape)}")
+            return batch.to(self.device), "uint8", squeeze
+        if not batch.is_floating_point() or batch.shape[1] != 3:
+            raise ValueError(f"a frame must be uint8 [H, W, 3] or float [3, H, W] in [0, 1], got {batch.dtype} "
+                             f"{list(frame.shape)}")
+        return batch.to(self.device, torch.float32), "float", squeeze
+
+    def _prepare(self, key: Hashable, frame: Any, given: Mapping[str, Any]) -> Tuple[Optional[_Ready], StepResult]:
+        """Validate one stream's frame and inputs; (ready item, or None with its final result)."""
+        unknown = sorted(set(given) - set(ENGINE_INPUTS))
+        if unknown:
+            raise TypeError(f"unknown per-frame inputs {unknown}; expected some of {list(ENGINE_INPUTS)}")
+        frames, kind, squeeze = self._frames(frame)
+        height, width = (frames.shape[1:3] if kind == "uint8" else frames.shape[2:])
+        self.check_size(width, height)
+        state = self._admit(key, width, height)
+        history = self._pools[state.size].history
+        raw = {k: v for k, v in given.items() if k in self.used_inputs and v is not None}
+        c2w = given.get("camera_to_world")
+        if self.stream_config.history_warp == "depth" and c2w is not None:
+            if state.poses.broken(c2w):
+                history.clear(state.slot)
+                state.history_reset = True
+            if "pose" not in raw:
+                raw["pose"] = state.poses.relative(c2w, self.device)
+        if self.reads_masks and raw.get("mask") is None:
+            return None, self._pass_through(key, state, frame)
+        inputs = gather_inputs(self.stream_config, 1, height, width, self.device,
+                               has_history=history.available(state.slot) > 0,
+                               **normalize_inputs(raw, height, width))
+        return _Ready(key, state.slot, frames, inputs, history.positions(state.slot), squeeze, c2w), StepResult()
+
+    def _pass_through(self, key: Hashable, state: _Stream, frame: torch.Tensor) -> StepResult:
+        if not state.told_no_mask:
+            log.warning("stream %r: " + NO_MASK_MESSAGE.format(name=self.name), key)
+            state.told_no_mask = True
+        self._pools[state.size].history.clear(state.slot)
+        state.poses.clear()
+        return StepResult(output=frame, passthrough=NO_MASK, history_reset=True)
+
+    def step_many(self, frames: Mapping[Hashable, Any],
+                  inputs: Optional[Mapping[Hashable, Mapping[str, Any]]] = None) -> Dict[Hashable, StepResult]:
+        """Enhance one frame for each of several streams (each key its own history).
+
+        frames: stream key -> uint8 ``[H, W, 3]`` RGB or float ``[3, H, W]`` in [0, 1] (a leading batch
+            axis of 1 is allowed), any device.
+        inputs: stream key -> per-frame inputs: ``mask`` (uint8 0..255, bool or float in [0, 1];
+            ``[H, W]`` or ``[1, 1, H, W]``), ``flow``, ``depth``, ``intrinsics`` (``(fx, fy, cx, cy)``
+            or 3x3), ``pose`` (current -> previous camera) or ``camera_to_world`` (absolute; the engine
+            forms the relative pose); only those the stream options read are used (``used_inputs``).
+        Returns key -> :class:`StepResult`. A bad frame or input gets ``error`` (its history untouched)
+        without affecting the other streams; a frame without a mask for a mask-reading model passes
+        through (``passthrough="no_mask"``).
+        """
+        inputs = inputs or {}
+        results: Dict[Hashable, StepResult] = {}
+        ready: List[_Ready] = []
+        for key, frame in frames.items():
+            try:
+                item, result = self._prepare(key, frame, inputs.get(key) or {})
+            except (ValueError, TypeError, RuntimeError) as exc:
+                results[key] = StepResult(error=str(exc))
+                continue
+            results[key] = result
+            if item is not None:
+                ready.append(item)
+        groups: Dict[tuple, List[_Ready]] = defaultdict(list)
+        for item in ready:
+            state = self._streams[item.key]
+            advances = self.stream_config.history_warp != "off" and \
+                self._pools[state.size].history.available(state.slot) > 0  # fmt: skip
+            groups[(state.size, "uint8" if item.frames.dtype == torch.uint8 else "float", len(item.positions),
+                    advances)].append(item)
+        for (size, kind, num_refs, advances), items in groups.items():
+            start = 0
+            for batch, count in plan_batches(len(items), self.config.batch_sizes, self.config.max_padding):
+                chunk = items[start:start + count]
+                start += count
+                bucket = Bucket(size[0], size[1], batch, num_refs, self.stream_config.layout, advances, kind)
+                self._run_chunk(bucket, chunk, results)
+        return results
+
+    def _run_chunk(self, bucket: Bucket, chunk: List[_Ready], results: Dict[Hashable, StepResult]) -> None:
+        try:
+            step = self._static_step(bucket)
+            with torch.inference_mode():
+                step.load([i.frames for i in chunk], [i.slot for i in chunk], [i.positions for i in chunk],
+                          [i.inputs for i in chunk])
+                step.run()
+                outputs = step.output[:len(chunk)].clone()
+        except Exception as exc:  # the rings of these slots may be half-written: restart them
+            log.exception("engine step failed for %d stream(s)", len(chunk))
+            for item in chunk:
+                self.reset(item.key)
+                results[item.key] = StepResult(error=f"engine failure ({type(exc).__name__}: {exc}); this stream's "
+                                                     "history restarts", history_reset=True)
+            return
+        pool = self._pools[(bucket.width, bucket.height)]
+        for index, item in enumerate(chunk):
+            state = self._streams[item.key]
+            pool.history.stepped([state.slot])
+            state.poses.commit(item.camera_to_world)
+            out = outputs[index:index + 1]
+            results[item.key] = StepResult(output=out[0] if item.squeeze else out, history_reset=state.history_reset)
+            state.history_reset = False
+
+    def prime(self, key: Hashable, outputs: Sequence[Any], inputs: Optional[Sequence[Mapping[str, Any]]] = None) -> None:
+        """Seed one stream's history with its previous OUTPUT frames (same kinds as ``step_many``), oldest first.
+
+        After priming with the last ``history_capacity`` outputs the next step continues exactly as
+        the uninterrupted stream would (``reference_latent="output"`` re-encodes, approximate).
+        inputs: with ``history_warp``, each output's per-frame inputs (``step_many``'s keys).
+        """
+        if self.stream_config.history_warp != "off" and (inputs is None or len(inputs) != len(outputs)):
+            raise ValueError("prime: history_warp needs the per-frame inputs of every primed frame (inputs=[...])")
+        self.reset(key)
+        for index, frame in enumerate(outputs):
+            frames, kind, _ = self._frames(frame)
+            height, width = (frames.shape[1:3] if kind == "uint8" else frames.shape[2:])
+            self.check_size(width, height)
+            state = self._admit(key, width, height)
+            history = self._pools[state.size].history
+            given = {k: v for k, v in (inputs[index] if inputs else {}).items() if k != "mask"}
+            c2w = given.pop("camera_to_world", None)
+            if c2w is not None and "pose" not in given:
+                given["pose"] = state.poses.relative(c2w, self.device)
+            raw = {k: v for k, v in given.items() if k in self.used_inputs and v is not None}
+            has_history = history.available(state.slot) > 0
+            frame_inputs = gather_inputs(self.stream_config, 1, height, width, self.device, has_history=has_history,
+                                         **normalize_inputs(raw, height, width))
+            advances = has_history and self.stream_config.history_warp != "off"
+            core = self.step_module(Bucket(width, height, 1, 0, self.stream_config.layout, advances, kind))
+            slots = torch.tensor([state.slot], device=self.device)
+            with torch.inference_mode():
+                history.scatter(slots, core.remember(frames, history.gather(slots), frame_inputs))
+            history.stepped([state.slot])
+            state.poses.commit(c2w)
+
+    def history_length(self) -> int:
+        """Outputs a stream's history holds (what ``prime`` wants); 0 when non-temporal."""
+        return history_capacity(self.stream_config)
 
     def open(self, num_streams: int = 1, width: int = 1024, height: int = 576, output: str = "host",
-             record_timing: bool = False) -> StreamGroup:  # fmt: skip
-        """A group of ``num_streams`` same-size streams stepping together (each with its own history).
+             record_timing: bool = False) -> StreamGroup:
+        """A rig: ``num_streams`` same-size streams that always step together (each with its own history).
 
         output: "host" (results in pinned CPU memory) or "device" (results stay on the engine device).
         record_timing: CUDA only: time upload / compute / download of every step with events.
         """
         return StreamGroup(self, num_streams, width, height, output, record_timing)
-
-    def multistream(self, max_streams: int = 64) -> MultiStreamEnhancer:
-        """Independent streams (dynamic batching by shape) over the same optimized model, eager."""
-        return MultiStreamEnhancer(self.fast, self.stream_config, max_streams=max_streams)
-
-
-class FrameResult:
-    """The pending output of one :meth:`StreamGroup.submit`."""
-
-    def __init__(self, group: StreamGroup, slot: int, generation: int, event, tensor: torch.Tensor,
-                 timing: Optional[Sequence] = None) -> None:  # fmt: skip
-        self._group, self._slot, self._generation = group, slot, generation
-        self._event, self._tensor, self._timing = event, tensor, timing
-
-    def ready(self) -> bool:
-        """True once the output is complete (never blocks)."""
-        return self._event is None or self._event.query()
-
-    def result(self, copy: bool = True) -> torch.Tensor:
-        """uint8 ``[N, H, W, 3]``: waits for this frame's event only.
-
-        Host output: a CPU tensor (a copy unless ``copy=False``, then a view of a pinned buffer that
-        is reused ``output_slots`` submissions later). Device output: the device tensor, ordered
-        after the step on the caller's current stream without blocking the host.
-        """
-        if self._group._generations[self._slot] != self._generation:
-            raise RuntimeError(f"this result's buffer was reused: read results within "
-                               f"{self._group.engine.config.output_slots} submissions (EngineConfig.output_slots)")  # fmt: skip
-        if self._event is not None:
-            if self._tensor.is_cuda:
-                current = torch.cuda.current_stream(self._tensor.device)
-                current.wait_event(self._event)
-                self._tensor.record_stream(current)
-                return self._tensor
-            self._event.synchronize()
-        return self._tensor.clone() if copy else self._tensor
-
-    def timings_ms(self) -> Dict[str, float]:
-        """upload / compute / download / total milliseconds of this step (``record_timing`` groups)."""
-        if self._timing is None:
-            raise RuntimeError("open the group with record_timing=True (CUDA only) to time steps")
-        start, uploaded, computed, done = self._timing
-        done.synchronize()
-        return {"upload": start.elapsed_time(uploaded), "compute": uploaded.elapsed_time(computed),
-                "download": computed.elapsed_time(done), "total": start.elapsed_time(done)}  # fmt: skip
-
-
-class StreamGroup:
-    """N same-size streams enhanced in one batched forward per step; see the module docstring."""
-
-    def __init__(self, engine: Engine, num_streams: int, width: int, height: int, output: str,
-                 record_timing: bool) -> None:  # fmt: skip
-        cfg, scfg = engine.config, engine.stream_config
-        if not 1 <= num_streams <= cfg.max_cameras:
-            raise ValueError(f"num_streams must be in 1..{cfg.max_cameras} (EngineConfig.max_cameras), got {num_streams}")
-        if output not in ("host", "device"):
-            raise ValueError(f"output must be 'host' or 'device', got {output!r}")
-        check_resolution(width, height, cfg.resolutions, engine.model.config.pixel_multiple)
-        self.engine, self.num_streams, self.width, self.height = engine, num_streams, width, height
-        self.output = output
-        self.frames_seen = 0
-        device, dtype = engine.device, engine.dtype
-        s = engine.model.config.tokenizer.spatial_compression
-        entry = (3, height, width) if scfg.layout == "release" else (engine.model.config.tokenizer.z_dim, height // s, width // s)
-        self.capacity = engine._history_capacity()
-        self.state = StaticState(num_streams, height, width, entry, self.capacity, scfg.num_refs, dtype, device)
-        self._runners: Dict[int, Runner] = {}
-        self._cuda = device.type == "cuda"
-        slots = cfg.output_slots
-        self._generations = [0] * slots
-        self._next_out = 0
-        shape = (num_streams, height, width, 3)
-        if self._cuda:
-            self.stream = torch.cuda.Stream(device)
-            self._pool = torch.cuda.graph_pool_handle()  # shared by this group's graphs (one stream: never concurrent)
-            self._in_host = [torch.empty(shape, dtype=torch.uint8).pin_memory() for _ in range(2)]
-            self._in_done = [torch.cuda.Event() for _ in range(2)]
-            self._in_used = [False, False]
-            self._next_in = 0
-            if output == "host":
-                self._out_host = [torch.empty(shape, dtype=torch.uint8).pin_memory() for _ in range(slots)]
-            self._out_done = [torch.cuda.Event() for _ in range(slots)]
-            self._timing = [tuple(torch.cuda.Event(enable_timing=True) for _ in range(4)) for _ in range(slots)] \
-                if record_timing else None  # fmt: skip
-        elif record_timing:
-            raise ValueError("record_timing needs a CUDA device (CUDA events)")
-
-    # -- history (same policy as StreamingEnhancer._reference_offsets) --------------------------------
-    def reference_offsets(self) -> List[int]:
-        """Ring offsets to condition on in the next step (empty = non-temporal step)."""
-        scfg = self.engine.stream_config
-        available = min(self.frames_seen, self.capacity)
-        if scfg.history == "none" or available == 0:
-            return []
-        if scfg.history == "full":
-            return list(scfg.offsets) if available >= scfg.history_length else []
-        return [min(offset, available) for offset in scfg.offsets]
-
-    def bucket(self, num_refs: int) -> Bucket:
-        """This group's shape bucket for a step with ``num_refs`` references."""
-        return Bucket(self.width, self.height, self.num_streams, num_refs, self.engine.stream_config.layout)
-
-    def reset(self) -> None:
-        """Forget every stream's history (buffers and compiled steps are kept)."""
-        self.frames_seen = 0
-
-    def _runner(self, num_refs: int) -> Runner:
-        runner = self._runners.get(num_refs)
-        if runner is None:
-            bucket = self.bucket(num_refs)
-            core = self.engine.core(bucket, example=self.state)
-            if self.engine.backend == "cudagraph":
-                runner = GraphRunner(self.state, core, num_refs > 0, self.stream, pool=self._pool)
-            else:
-                runner = EagerRunner(self.state, core, num_refs > 0)
-            self._runners[num_refs] = runner
-        return runner
-
-    def _check(self, frames: FramesIn) -> torch.Tensor:
-        if isinstance(frames, np.ndarray):
-            frames = torch.from_numpy(np.ascontiguousarray(frames))
-        frames = check_uint8_frames(frames)
-        expected = (self.num_streams, self.height, self.width, 3)
-        if tuple(frames.shape) != expected:
-            raise ValueError(f"frames must be uint8 {list(expected)} for this group, got {list(frames.shape)}")
-        return frames
-
-    # -- the per-frame path ---------------------------------------------------------------------------
-    def submit(self, frames: FramesIn) -> FrameResult:
-        """Enqueue one step for all streams: ``frames`` uint8 ``[N, H, W, 3]``. Returns without waiting."""
-        frames = self._check(frames)
-        positions = [o - 1 for o in self.reference_offsets()]  # ring index 0 = newest
-        slot = self._next_out
-        self._next_out = (slot + 1) % len(self._generations)
-        self._generations[slot] += 1
-        if not self._cuda:
-            if positions:
-                self.state.set_ref_index(positions)
-            self.state.frames.copy_(frames)
-            with torch.inference_mode():
-                self._runner(len(positions))()
-            self.frames_seen += 1
-            return FrameResult(self, slot, self._generations[slot], None, self.state.output.clone())
-        return self._submit_cuda(frames, positions, slot)
-
-    def _submit_cuda(self, frames: torch.Tensor, positions: List[int], slot: int) -> FrameResult:
-        timing = self._timing[slot] if self._timing is not None else None
-        stream = self.stream
-        if frames.is_cuda:
-            stream.wait_stream(torch.cuda.current_stream(frames.device))  # the producer's writes first
-            source = frames
-        else:
-            i = self._next_in
-            self._next_in = 1 - i
-            if self._in_used[i]:
-                self._in_done[i].synchronize()  # the copy that last read this pinned buffer is done
-            self._in_host[i].copy_(frames)
-            self._in_used[i] = True
-            source = self._in_host[i]
-        with torch.inference_mode(), torch.cuda.stream(stream):
-            if positions:  # in stream order: an earlier step may still be reading the index
-                self.state.set_ref_index(positions)
-            if timing is not None:
-                timing[0].record(stream)
-            self.state.frames.copy_(source, non_blocking=True)
-            if not frames.is_cuda:
-                self._in_done[i].record(stream)
-            else:
-                frames.record_stream(stream)
-            if timing is not None:
-                timing[1].record(stream)
-            self._runner(len(positions))()
-            if timing is not None:
-                timing[2].record(stream)
-            if self.output == "host":
-                out = self._out_host[slot]
-                out.copy_(self.state.output, non_blocking=True)
-            else:
-                out = self.state.output.clone()
-            done = timing[3] if timing is not None else self._out_done[slot]
-            done.record(stream)
-        self.frames_seen += 1
-        return FrameResult(self, slot, self._generations[slot], done, out, timing)
-
-    def step(self, frames: FramesIn) -> torch.Tensor:
-        """``submit(frames).result()``."""
-        return self.submit(frames).result()
-
-    def prime(self, history: Sequence[FramesIn]) -> None:
-        """Seed every stream's history with previous OUTPUT frames uint8 ``[N, H, W, 3]``, oldest first."""
-        self.reset()
-        core = self.engine.step_module(self.bucket(0))
-        if self._cuda:  # the ring is written on the caller's stream, after this group's pending steps
-            torch.cuda.current_stream(self.engine.device).wait_stream(self.stream)
-        for frames in history:
-            frames = self._check(frames).to(self.engine.device)
-            if self.capacity:
-                with torch.inference_mode():
-                    self.state.push(core.entry_from_image(core.pre(frames)))
-            self.frames_seen += 1
-        if self._cuda:
-            self.stream.wait_stream(torch.cuda.current_stream(self.engine.device))

@@ -17,10 +17,12 @@ from typing import Callable, Dict, Optional
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..config import EnhancerConfig, OptimizationConfig
+from ..config import EnhancerConfig, OptimizationConfig, StreamConfig
+from ..io.pixels import frame_to_model, model_to_frame
 from ..models.enhancer import EnhancerModel
-from .compiled_step import StepCore
+from ..ops import pack
 from .optimize import OptimizedEnhancer
+from .stages import decode_current, denoise, encode_clip, encode_current, ring_entry
 
 __all__ = ["meta_model", "count_flops", "release_loop_flops", "engine_step_flops", "StageFlops"]
 
@@ -66,15 +68,20 @@ def release_loop_flops(model: EnhancerModel, width: int, height: int, num_refs: 
 def engine_step_flops(model: EnhancerModel, optimizations: Optional[OptimizationConfig], layout: str, width: int,
                       height: int, num_refs: int, num_streams: int = 1,
                       reference_latent: str = "reencode") -> StageFlops:  # fmt: skip
-    """The engine's step (StepCore) with ``optimizations``: stages encode, dit, decode, post (ring entry), total."""
+    """The engine's step stages (``stages.py``) with ``optimizations``: encode, dit, decode, post (ring entry), total."""
     fast = OptimizedEnhancer(model, optimizations).prepare()
-    core = StepCore(fast, layout, num_refs, height, width, reference_latent)
+    stream = StreamConfig(layout=layout, offsets=tuple(range(1, max(num_refs, 1) + 1)), history="partial",
+                          reference_latent=reference_latent)
     frames, refs = _inputs(model, layout, num_refs, num_streams, height, width)
-    image = core.pre(frames)
-    latents, enc = count_flops(lambda: core.encode(image, refs))
-    x0, dit = count_flops(lambda: core.denoise(latents))
-    decoded, dec = count_flops(lambda: core.decode(x0))
-    _, post = count_flops(lambda: core.post(decoded, x0))
+    image = pack(frames, "rgb", fast.dtype)
+    if layout == "release":
+        latents, enc = count_flops(lambda: encode_clip(fast, image, refs)[0])
+    else:
+        current, enc = count_flops(lambda: encode_current(fast, image)[0])
+        latents = current.unsqueeze(2) if refs is None else torch.cat([current.unsqueeze(2), refs.transpose(1, 2)], 2)
+    x0, dit = count_flops(lambda: denoise(fast, latents))
+    decoded, dec = count_flops(lambda: decode_current(fast, x0))
+    _, post = count_flops(lambda: ring_entry(fast, stream, frame_to_model(model_to_frame(decoded), fast.dtype), x0))
     return _with_total({"encode": enc, "dit": dit, "decode": dec, "post": post})
 
 

@@ -1,14 +1,14 @@
 """An enhancer model with the exact optimizations switched on, usable wherever an EnhancerModel is.
 
-:class:`OptimizedEnhancer` has the interface that ``run_model_step``, :class:`StreamingEnhancer`
-and :class:`MultiStreamEnhancer` use (``encode``, ``denoise``, ``decode``, ``dtype``, ``device``,
-``config``), so those run the optimized computation unchanged::
+:class:`OptimizedEnhancer` has the interface the step stages use (``encode``, ``denoise``,
+``decode``, ``dtype``, ``device``, ``config``), so every driver runs the optimized computation
+unchanged; the engine always wraps its model in one::
 
     fast = OptimizedEnhancer(model)            # all optimizations on
     StreamingEnhancer(fast).step(frame)        # same outputs as StreamingEnhancer(model)
 
 Its ``denoise`` returns x0 of latent frame 0 only when ``last_block_current_only`` is on (the
-callers above use frame 0 only). Move or cast this wrapper, not the inner model: the folded 2D
+stages use frame 0 only). Move or cast this wrapper, not the inner model: the folded 2D
 weights are copies that follow the wrapper (they are rebuilt when they no longer match).
 """
 
@@ -33,15 +33,12 @@ class OptimizedEnhancer(nn.Module):
 
     def __init__(self, model: EnhancerModel, optimizations: Optional[OptimizationConfig] = None) -> None:
         super().__init__()
-        if model.config.tokenizer.skip_connections:
-            raise NotImplementedError(
-                "the optimized engine does not support the tokenizer's decoder skip connections yet; "
-                "run this checkpoint with the plain model (StreamingEnhancer(model))"
-            )
         self.model = model
         self.optimizations = optimizations if optimizations is not None else OptimizationConfig()
         self.fast_denoiser = FastDenoiser(model.denoiser, self.optimizations)
-        self.folded = FoldedTokenizer(model.tokenizer) if self.optimizations.fold_single_frame_convs else None
+        # A decoder with skip convolutions takes the encoder's activations: that tokenizer runs unfolded.
+        fold = self.optimizations.fold_single_frame_convs and not model.config.tokenizer.skip_connections
+        self.folded = FoldedTokenizer(model.tokenizer) if fold else None
 
     @property
     def config(self) -> EnhancerConfig:
@@ -81,16 +78,14 @@ class OptimizedEnhancer(nn.Module):
         if ref.dtype != self.model.tokenizer.dtype or ref.device != self.model.device:
             self.folded = FoldedTokenizer(self.model.tokenizer)  # the inner model was moved on its own
 
-    def encode(self, video: Tensor, return_skips: bool = False) -> Tensor:
+    def encode(self, video: Tensor, return_skips: bool = False):
         """``video: [B, 3, T, H, W]`` in [-1, 1] -> normalized latents ``[B, 16, T', H/8, W/8]``.
 
-        ``return_skips`` exists for interface parity with :meth:`EnhancerModel.encode`; the wrapped
-        model never has skip convolutions (refused at construction), so it must stay False.
+        With ``return_skips`` (a tokenizer with decoder skip convolutions): ``(latents, skips)``, as
+        :meth:`EnhancerModel.encode`.
         """
-        if return_skips:
-            raise NotImplementedError("OptimizedEnhancer has no decoder skip connections to return")
         if self.folded is None:
-            return self.model.encode(video)
+            return self.model.encode(video, return_skips=return_skips) if return_skips else self.model.encode(video)
         self._sync_folded()
         return self.folded.encode(video)
 
@@ -101,9 +96,9 @@ class OptimizedEnhancer(nn.Module):
         """
         return self.fast_denoiser(latents, condition_mask=condition_mask)
 
-    def decode(self, latents: Tensor) -> Tensor:
-        """Normalized latents ``[B, 16, T', h, w]`` -> video ``[B, 3, T, 8h, 8w]``."""
+    def decode(self, latents: Tensor, skips=None) -> Tensor:
+        """Normalized latents ``[B, 16, T', h, w]`` -> video ``[B, 3, T, 8h, 8w]`` (``skips``: see ``encode``)."""
         if self.folded is None:
-            return self.model.decode(latents)
+            return self.model.decode(latents, skips=skips)
         self._sync_folded()
         return self.folded.decode(latents)

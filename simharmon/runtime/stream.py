@@ -1,154 +1,71 @@
-"""Streaming enhancer: one rendered frame in, one enhanced frame out, with temporal history.
+"""Streaming enhancer: the eager reference, with dynamic shapes. One stream of frames in, enhanced frames out.
 
-Two temporal layouts (HARMONIZER.md):
+It runs the same :class:`~simharmon.runtime.step.StepCore` as the engine, eagerly, over a
+:class:`~simharmon.runtime.history.HistoryPool` of B slots (a batch of B frames is B streams that
+step together). Two temporal layouts (``StreamConfig``, HARMONIZER.md):
 
 * ``release`` (the published Harmonizer checkpoint): the clip [current, refs...] is encoded on the
-  VAE's time axis; the DiT runs on the resulting latent frames; only latent 0 is decoded (decoding
-  latent 0 alone gives the release's frame 0 exactly, the decoder being causal). The ring holds
-  enhanced FRAMES, on 8-bit levels exactly as the release writes and re-reads them, because the
-  reference latent is re-encoded together with each new current frame.
-* ``per_frame`` (the paper's Eq. 2): each frame is encoded alone; the ring holds enhanced LATENTS,
-  so no reference is re-encoded; the DiT runs on 1 + K latent frames. The reference latent is the
-  encoding of the decoded, quantized output (``reference_latent="reencode"``, exact) or the
-  denoiser's output latent itself (``"output"``, one encode fewer, approximate).
+  VAE's time axis and only latent 0 is decoded (the causal decoder makes that the release's frame 0
+  exactly). The ring holds enhanced FRAMES on 8-bit levels, exactly as the release re-reads them.
+* ``per_frame`` (the paper's Eq. 2): each frame is encoded alone; the ring holds enhanced LATENTS.
 
-History policies: ``full`` stays non-temporal until every offset exists (the release), ``partial``
-conditions on what exists (missing offsets take the oldest frame available), ``none`` is
-non-temporal throughout.
-
-Optional features (``StreamConfig``, all off by default; the default path is unchanged and exact to
-the release): history warping into the current view (``history_warp``, ``history_warp.py``),
-region-limited output in latent and/or pixel space (``region_latent`` / ``region_pixel``), both fed
-by per-frame renderer inputs (``inputs.py``); and ``step_uint8``, uint8 frames in and out through the
-fused pack / unpack ops.
+Optional features (``StreamConfig``; all off by default, and the default path is exact to the
+release): history warping into the current view, region-limited output in latent and/or pixel
+space, the mask as a DiT condition and the guided output, fed by per-frame renderer inputs
+(``inputs.py``). For a model that reads masks, a frame without a mask passes through unchanged
+(``inputs.NO_MASK``; ``last_passthrough`` says so and it is logged once per stream).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional, Sequence, Tuple
+import logging
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
 from ..config import StreamConfig
-from ..io.pixels import (
-    as_uint8_frames,
-    check_frame,
-    frame_to_model,
-    hwc_to_unit_frame,
-    levels_to_hwc,
-    model_to_frame,
-    quantize_like_release,
-)
-from ..models.enhancer import EnhancerModel
-from ..ops import masked_blend, pack, unpack
-from .guided import guided_filter
-from .history_warp import HistoryAligner
-from .inputs import FrameInputs, condition_mask, gather_inputs, latent_mask
-from .ring import TensorRing
+from ..io.pixels import as_uint8_frames, check_frame, hwc_to_unit_frame, levels_to_hwc
+from .history import HistoryPool
+from .inputs import NO_MASK, NO_MASK_MESSAGE, FrameInputs, gather_inputs
+from .step import StepCore
 
-__all__ = ["StepPlan", "StreamingEnhancer", "finish_output", "run_model_step"]
+__all__ = ["StreamingEnhancer", "check_frame_size"]
+
+log = logging.getLogger("simharmon.runtime")
 
 
-def run_model_step(model: EnhancerModel, layout: str, image: torch.Tensor, references: Sequence[torch.Tensor], *,
-                   current_latent: Optional[torch.Tensor] = None, region_mask: Optional[torch.Tensor] = None,
-                   region_band: int = 0, condition_mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """One enhancer forward: encode, denoise, decode latent 0 only.
-
-    image: model-space current frame ``[B, 3, H, W]`` in [-1, 1], in the model's dtype.
-    references: release layout: model-space frames ``[B, 3, H, W]``; per-frame layout: latents
-        ``[B, 16, h, w]``. Empty means a non-temporal step.
-    current_latent: per-frame layout: the current frame's latent ``[B, 16, h, w]`` when already
-        encoded (history warping needs it first); None encodes ``image``.
-    region_mask: ``[B, 1, h, w]`` latent-resolution actor mask: outside it plus ``region_band`` cells,
-        the output latent is the input latent (``masked_blend``); None keeps the whole output.
-    condition_mask: ``[B, 1, h, w]`` latent-resolution actor mask for the DiT's padding-mask channel
-        (``stream.mask_condition``); None feeds zeros, as Cosmos does.
-    Returns (decoded frame 0 ``[B, 3, H, W]`` float32 unquantized, its x0 latent ``[B, 16, h, w]``).
-    """
-    # A decoder with skip convolutions needs the encoder's activations (Harmonizer): never drop them.
-    with_skips = model.config.tokenizer.skip_connections
-    skips = None
-    if layout == "release":
-        clip = torch.stack([image, *references], dim=2)
-        latents = model.encode(clip, return_skips=True) if with_skips else model.encode(clip)
-        if with_skips:
-            latents, skips = latents
-    else:
-        if current_latent is None or with_skips:
-            encoded = model.encode(image.unsqueeze(2), return_skips=with_skips)
-            current, skips = encoded if with_skips else (encoded, None)
-        if current_latent is not None:
-            current = current_latent.unsqueeze(2)
-        latents = torch.cat([current] + [ref.unsqueeze(2) for ref in references], dim=2)
-    # Only pass the mask when there is one: the compiled runtime's denoise takes none (it refuses the option).
-    x0 = model.denoise(latents) if condition_mask is None else model.denoise(latents, condition_mask=condition_mask)
-    current_x0 = x0[:, :, :1]
-    if region_mask is not None:
-        # latent 0 is the current frame encoded alone in both layouts (causal VAE): the input latent
-        kept = masked_blend(current_x0[:, :, 0], latents[:, :, 0].to(current_x0.dtype), region_mask, region_band)
-        current_x0 = kept.unsqueeze(2)
-    if skips is None:
-        decoded = model.decode(current_x0.to(model.dtype))
-    else:
-        decoded = model.decode(current_x0.to(model.dtype), skips=skips)
-    return decoded[:, :, 0].float(), current_x0[:, :, 0]
-
-
-@dataclasses.dataclass(frozen=True)
-class StepPlan:
-    """What one step feeds ``run_model_step`` besides the image (``StreamingEnhancer.plan_step``).
-
-    references: newest offset first; release layout ``[B, 3, H, W]`` model-space frames, per-frame
-        layout ``[B, 16, h, w]`` latents, aligned to the current view with ``history_warp``.
-    current_latent: per-frame layout with ``history_warp`` and references: the current frame's
-        latent ``[B, 16, h, w]`` (encoded to fill the alignment's gaps); else None.
-    region_mask: ``region_latent``: the latent-resolution mask ``[B, 1, h, w]``; else None.
-    condition_mask: ``mask_condition`` with a mask given: the same latent-resolution mask, for the
-        DiT's padding-mask channel; else None (zeros).
-    """
-
-    references: List[torch.Tensor]
-    current_latent: Optional[torch.Tensor] = None
-    region_mask: Optional[torch.Tensor] = None
-    condition_mask: Optional[torch.Tensor] = None
-
-
-def finish_output(stream: StreamConfig, decoded: torch.Tensor, frame: Optional[torch.Tensor],
-                  mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """Decoded model space ``[B, 3, H, W]`` -> output frame ``[B, 3, H, W]`` float32 on 8-bit levels.
-
-    With ``stream.guided_output``, the decoded frame is first guided-filtered with ``frame`` (the
-    input, ``[B, 3, H, W]`` in [0, 1]) as the guide. With ``stream.region_pixel``, outside ``mask``
-    (``[B, 1, H, W]`` in [0, 1]) plus the pixel band the output is ``frame``. Without either option
-    ``frame`` and ``mask`` are unused.
-    """
-    if not (stream.region_pixel or stream.guided_output):
-        return model_to_frame(decoded)
-    output, frame = decoded.float() * 0.5 + 0.5, frame.float()
-    if stream.guided_output:
-        output = guided_filter(frame, output, stream.guided_radius, stream.guided_eps)
-    if stream.region_pixel:
-        output = masked_blend(output, frame, mask, stream.region_pixel_band)
-    return quantize_like_release(output)
+def check_frame_size(config, height: int, width: int) -> None:
+    """ValueError unless ``height`` x ``width`` frames fit the model (multiple of ``pixel_multiple``, RoPE tables)."""
+    multiple = config.pixel_multiple
+    if height % multiple or width % multiple or height <= 0 or width <= 0:
+        raise ValueError(
+            f"frame size {width}x{height} (WxH) is not supported: width and height must be positive multiples of "
+            f"{multiple} (the VAE's {config.tokenizer.spatial_compression}x downsampling times the DiT's "
+            f"{config.dit.patch_spatial}x{config.dit.patch_spatial} patches); the nearest smaller size is "
+            f"{width // multiple * multiple}x{height // multiple * multiple}")
+    stride = config.tokenizer.spatial_compression
+    max_h, max_w = config.dit.max_img_h * stride, config.dit.max_img_w * stride  # RoPE tables cover max_img latents
+    if height > max_h or width > max_w:
+        raise ValueError(f"frame size {width}x{height} exceeds the DiT's position tables ({max_w}x{max_h} max)")
 
 
 class StreamingEnhancer:
     """Enhance a stream of frames of one size, keeping the temporal history on the model's device.
 
-    model: a built EnhancerModel (see ``simharmon.models.build_enhancer``).
+    model: a built ``EnhancerModel`` (``simharmon.models.build_enhancer``) or an ``OptimizedEnhancer``.
     stream: overrides ``model.config.stream`` when given.
     """
 
-    def __init__(self, model: EnhancerModel, stream: Optional[StreamConfig] = None):
+    def __init__(self, model, stream: Optional[StreamConfig] = None):
         self.model = model
         self.stream = stream if stream is not None else model.config.stream
-        capacity = max(self.stream.history_length, 1)
-        self._ring = TensorRing(capacity)
-        self._aligner = (HistoryAligner(self.stream.history_warp, capacity, self.stream.depth_tolerance)
-                         if self.stream.history_warp != "off" else None)
+        self._pool: Optional[HistoryPool] = None
+        self._cores: Dict[Tuple[int, bool, str], StepCore] = {}
         self._frame_shape: Optional[Tuple[int, int, int]] = None
         self.frames_seen = 0
+        self.last_passthrough: Optional[str] = None  # "no_mask" when the last step passed its frame through
+        self._told_no_mask = False
 
     @property
     def history_length(self) -> int:
@@ -159,20 +76,9 @@ class StreamingEnhancer:
     def layout(self) -> str:
         return self.stream.layout
 
-    @property
-    def _latent_stride(self) -> int:
-        return self.model.config.tokenizer.spatial_compression
-
-    @property
-    def _ring_stride(self) -> int:
-        """Pixels per ring element: frames in the release layout, latents in the per-frame layout."""
-        return 1 if self.layout == "release" else self._latent_stride
-
     def reset(self) -> None:
         """Start a new stream: forget the history and the frame size."""
-        self._ring.clear()
-        if self._aligner is not None:
-            self._aligner.clear()
+        self._pool = None
         self._frame_shape = None
         self.frames_seen = 0
 
@@ -180,20 +86,9 @@ class StreamingEnhancer:
         """A fresh enhancer on the same model with some stream settings changed."""
         return StreamingEnhancer(self.model, dataclasses.replace(self.stream, **changes))
 
-    # -- input checks ---------------------------------------------------------------------------
+    # -- checks ---------------------------------------------------------------------------------
     def _check_size(self, batch: int, height: int, width: int) -> None:
-        multiple = self.model.config.pixel_multiple
-        if height % multiple or width % multiple:
-            raise ValueError(
-                f"frame size {width}x{height} (WxH) is not supported: width and height must be multiples of "
-                f"{multiple} (the VAE's {self.model.config.tokenizer.spatial_compression}x downsampling times the "
-                f"DiT's {self.model.config.dit.patch_spatial}x{self.model.config.dit.patch_spatial} patches); "
-                f"the nearest smaller size is {width // multiple * multiple}x{height // multiple * multiple}"
-            )
-        dit, stride = self.model.config.dit, self.model.config.tokenizer.spatial_compression
-        max_h, max_w = dit.max_img_h * stride, dit.max_img_w * stride  # RoPE tables cover max_img latents
-        if height > max_h or width > max_w:
-            raise ValueError(f"frame size {width}x{height} exceeds the DiT's position tables ({max_w}x{max_h} max)")
+        check_frame_size(self.model.config, height, width)
         shape = (batch, height, width)
         if self._frame_shape is None:
             self._frame_shape = shape
@@ -202,54 +97,114 @@ class StreamingEnhancer:
             raise ValueError(
                 f"frame {self.frames_seen} has batch {batch} and size {width}x{height}, but this stream started with "
                 f"batch {b0} and size {w0}x{h0}; mixed resolutions in one stream are not supported "
-                "(call reset() to start a new stream)"
-            )
+                "(call reset() to start a new stream)")
 
-    def _check_input(self, frame: torch.Tensor) -> torch.Tensor:
+    def _has_history(self) -> bool:
+        return self._pool is not None and self._pool.available(0) > 0
+
+    def _inputs(self, batch: int, height: int, width: int, **given) -> FrameInputs:
+        return gather_inputs(self.stream, batch, height, width, self.model.device, has_history=self._has_history(),
+                             **given)
+
+    def _pool_for(self, batch: int, height: int, width: int) -> HistoryPool:
+        if self._pool is None:
+            tok = self.model.config.tokenizer
+            self._pool = HistoryPool(self.stream, batch, height, width, latent_channels=tok.z_dim,
+                                     spatial_compression=tok.spatial_compression, dtype=self.model.dtype,
+                                     device=self.model.device)
+        return self._pool
+
+    def _core(self, num_refs: int, has_history: bool, kind: str) -> StepCore:
+        key = (num_refs, has_history and self.stream.history_warp != "off", kind)
+        if key not in self._cores:
+            self._cores[key] = StepCore(self.model, self.stream, num_refs, key[1], kind)
+        return self._cores[key]
+
+    # -- the step -------------------------------------------------------------------------------
+    def _step(self, frames: torch.Tensor, kind: str, inputs: FrameInputs) -> torch.Tensor:
+        batch = frames.shape[0]
+        height, width = (frames.shape[1:3] if kind == "uint8" else frames.shape[2:])
+        pool = self._pool_for(batch, height, width)
+        positions = pool.positions(0)  # every slot of this stream has the same history length
+        slots = torch.arange(batch, device=self.model.device)
+        core = self._core(len(positions), self._has_history(), kind)
+        index = torch.tensor([positions] * batch, dtype=torch.int64, device=self.model.device) if positions else None
+        with torch.inference_mode():
+            out, ring = core.run(frames, pool.gather(slots), index, inputs)
+            pool.scatter(slots, ring)
+        pool.stepped(range(batch))
+        self.frames_seen += 1
+        return out
+
+    def _begin(self, batch: int, height: int, width: int, **given) -> Optional[FrameInputs]:
+        """Check a step's size and inputs; None when the frame passes through (no mask for a mask-reading model)."""
+        self._check_size(batch, height, width)
+        inputs = self._inputs(batch, height, width, **given)
+        self.last_passthrough = None
+        if self.stream.uses_mask and inputs.mask is None:
+            self._pass_through()
+            return None
+        return inputs
+
+    def _pass_through(self) -> None:
+        """A frame without a mask for a mask-reading model: flag it, restart the history, log once."""
+        self.last_passthrough = NO_MASK
+        if not self._told_no_mask:
+            log.warning(NO_MASK_MESSAGE.format(name=self.model.config.name))
+            self._told_no_mask = True
+        if self._pool is not None:
+            for slot in range(self._pool.slots):
+                self._pool.clear(slot)
+        self.frames_seen += 1
+
+    def step(self, frame: torch.Tensor, *, flow: Optional[torch.Tensor] = None, depth: Optional[torch.Tensor] = None,
+             pose: Optional[torch.Tensor] = None, intrinsics: Optional[torch.Tensor] = None,
+             mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Enhance the next frame of the stream.
+
+        frame: ``[B, 3, H, W]`` (or ``[3, H, W]``) float in [0, 1]; H and W multiples of
+            ``model.config.pixel_multiple``; the same size for the whole stream.
+        Per-frame renderer inputs, only for the options that use them (``inputs.FrameInputs`` gives
+        the conventions; a given input that no option uses is an error):
+            flow: ``[B, 2, H, W]`` pixels, backward flow to the previous frame (``history_warp="flow"``);
+            depth ``[B, 1, H, W]``, intrinsics ``[B, 3, 3]`` (or ``[3, 3]``), pose ``[B, 4, 4]`` (or
+            ``[4, 4]``) current -> previous camera (``history_warp="depth"``); flow / pose may be
+            omitted while the history is empty;
+            mask: ``[B, 1, H, W]`` in [0, 1], the inserted actor (``mask_condition`` / ``region_*``):
+            without it a mask-reading model passes the frame through (``last_passthrough``).
+        Returns ``[B, 3, H, W]`` float32 in [0, 1] on 8-bit levels (what the release writes), on the
+        model's device; a passed-through frame comes back as given (float32).
+        """
+        squeeze = isinstance(frame, torch.Tensor) and frame.dim() == 3
         frame = check_frame(frame)
         batch, _, height, width = frame.shape
-        self._check_size(batch, height, width)
-        return frame.to(self.model.device)
+        inputs = self._begin(batch, height, width, flow=flow, depth=depth, pose=pose, intrinsics=intrinsics, mask=mask)
+        frame = frame.to(self.model.device)
+        out = frame.float() if inputs is None else self._step(frame, "float", inputs)
+        return out[0] if squeeze else out
 
-    def _inputs(self, batch: int, height: int, width: int, need_mask: bool = True, **given) -> FrameInputs:
-        if not self.stream.needs_frame_inputs and all(v is None for v in given.values()):
-            return FrameInputs()
-        return gather_inputs(self.stream, batch, height, width, self.model.device,
-                             has_history=len(self._ring) > 0, need_mask=need_mask, **given)
+    def step_uint8(self, image, layout: str = "rgb", *, flow: Optional[torch.Tensor] = None,
+                   depth: Optional[torch.Tensor] = None, pose: Optional[torch.Tensor] = None,
+                   intrinsics: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``step`` for 8-bit frames: uint8 in, uint8 out (the engine's uint8 boundary: fused pack / unpack).
 
-    # -- history --------------------------------------------------------------------------------
-    def _reference_offsets(self) -> List[int]:
-        """Ring offsets to condition on now (empty = non-temporal step)."""
-        available = len(self._ring)
-        if self.stream.history == "none" or available == 0:
-            return []
-        if self.stream.history == "full":
-            return list(self.stream.offsets) if available >= self.stream.history_length else []
-        return [min(offset, available) for offset in self.stream.offsets]
-
-    def _encode_frames(self, image: torch.Tensor) -> torch.Tensor:
-        """Model-space ``[B, 3, H, W]`` -> one latent frame ``[B, 16, 1, h, w]``."""
-        return self.model.encode(image.unsqueeze(2))
-
-    def _remember_image(self, image: torch.Tensor, output_latent: Optional[torch.Tensor],
-                        inputs: Optional[FrameInputs]) -> None:
-        """Push an output given in model space (``[B, 3, H, W]``, the model's dtype)."""
-        if self.layout == "release":
-            self._ring.push(image)
-        elif self.stream.reference_latent == "output" and output_latent is not None:
-            self._ring.push(output_latent.to(self.model.dtype))
-        else:
-            self._ring.push(self._encode_frames(image)[:, :, 0])
-        if self._aligner is not None:
-            if inputs is None:
-                raise ValueError("history_warp needs the per-frame inputs of every remembered frame")
-            self._aligner.push(inputs.scaled(self._ring_stride), like=self._ring.get(1))
-
-    def _remember(self, output_frame: torch.Tensor, output_latent: Optional[torch.Tensor],
-                  inputs: Optional[FrameInputs] = None) -> None:
-        if self.history_length == 0:
-            return
-        self._remember_image(frame_to_model(output_frame, self.model.dtype), output_latent, inputs)
+        image: uint8 ``[B, H, W, C]`` or ``[H, W, C]`` (numpy or torch, any strides), C = 3 for
+            ``"rgb"`` / ``"bgr"``, 4 for ``"rgba"`` / ``"bgra"``; only uint8 crosses to the device.
+        Other inputs as ``step``. Returns uint8 in the same layout (alpha 255), equal to
+        ``frame_to_uint8_hwc(step(uint8_hwc_to_frame(image)))`` (tested); a passed-through frame
+        comes back unchanged.
+        """
+        hwc, squeeze = as_uint8_frames(image, layout)
+        batch, height, width, _ = hwc.shape
+        inputs = self._begin(batch, height, width, flow=flow, depth=depth, pose=pose, intrinsics=intrinsics, mask=mask)
+        hwc = hwc.to(self.model.device)
+        if inputs is None:
+            out = hwc.clone()
+        elif layout == "rgb":
+            out = self._step(hwc, "uint8", inputs)
+        else:  # other channel orders: through the float boundary (the same 8-bit values)
+            out = levels_to_hwc(self._step(hwc_to_unit_frame(hwc, layout), "float", inputs), layout)
+        return out[0] if squeeze else out
 
     def prime(self, history: Sequence[torch.Tensor], inputs: Optional[Sequence[dict]] = None) -> None:
         """Seed the history with previous OUTPUT frames ``[B, 3, H, W]`` in [0, 1], oldest first.
@@ -260,151 +215,21 @@ class StreamingEnhancer:
         inputs: with ``history_warp``, one dict per frame of the keyword inputs its ``step`` got
             (``flow`` or ``depth`` / ``pose`` / ``intrinsics``; a mask is not needed).
         """
-        if self._aligner is not None and (inputs is None or len(inputs) != len(history)):
+        if self.stream.history_warp != "off" and (inputs is None or len(inputs) != len(history)):
             raise ValueError("prime: history_warp needs the per-frame inputs of every primed frame (inputs=[...])")
         self.reset()
         for index, frame in enumerate(history):
-            frame = self._check_input(frame)
-            given = {} if inputs is None else dict(inputs[index])
-            frame_inputs = self._inputs(frame.shape[0], frame.shape[2], frame.shape[3], need_mask=False,
-                                        **{k: given.get(k) for k in ("flow", "depth", "pose", "intrinsics", "mask")})
+            frame = check_frame(frame)
+            batch, _, height, width = frame.shape
+            self._check_size(batch, height, width)
+            given = {} if inputs is None else {k: v for k, v in inputs[index].items() if k != "mask"}
+            frame_inputs = self._inputs(batch, height, width, **given)
+            pool = self._pool_for(batch, height, width)
+            slots = torch.arange(batch, device=self.model.device)
             with torch.inference_mode():
-                if self._aligner is not None:
-                    self._aligner.advance(frame_inputs.scaled(self._ring_stride))
-                self._remember(frame.float(), None, frame_inputs)
+                core = self._core(0, self._has_history(), "float")
+                pool.scatter(slots, core.remember(frame.to(self.model.device).float(), pool.gather(slots),
+                                                  frame_inputs))
+            pool.stepped(range(batch))
             self.frames_seen += 1
 
-    # -- the step -------------------------------------------------------------------------------
-    def references(self) -> List[torch.Tensor]:
-        """The history entries to condition on now, newest offset first (empty = non-temporal).
-
-        Release layout: model-space frames ``[B, 3, H, W]``; per-frame layout: latents ``[B, 16, h, w]``.
-        Not available with ``history_warp`` (the entries are only meaningful once aligned by ``step``).
-        """
-        if self._aligner is not None:
-            raise ValueError("references() are not aligned to a view: with history_warp, use step(...)")
-        return [self._ring.get(offset) for offset in self._reference_offsets()]
-
-    def enhance_model_space(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Run the model once on model-space ``image: [B, 3, H, W]`` with this stream's history.
-
-        Returns (decoded frame 0 ``[B, 3, H, W]`` float32 unquantized, its x0 latent ``[B, 16, h, w]``).
-        The history is read, not updated. Options that need per-frame inputs are not applied here.
-        """
-        return run_model_step(self.model, self.layout, image, self.references())
-
-    def remember(self, output_frame: torch.Tensor, output_latent: Optional[torch.Tensor],
-                 inputs: Optional[FrameInputs] = None) -> None:
-        """Push one output (``[B, 3, H, W]`` in [0, 1], and its x0 latent) into the history."""
-        self._remember(output_frame, output_latent, inputs)
-        self.frames_seen += 1
-
-    def check_input(self, frame: torch.Tensor) -> torch.Tensor:
-        """Validate a frame for this stream (shape, dtype, size, same size as before); on the model's device.
-
-        For callers that drive ``references`` / ``remember`` themselves without per-frame inputs:
-        streams whose options need them are refused here (``check_step`` takes the inputs).
-        """
-        if self.stream.needs_frame_inputs:
-            raise ValueError("stream options history_warp / region_latent / region_pixel / mask_condition need "
-                             "per-frame inputs, which only StreamingEnhancer.step / step_uint8 take")
-        return self._check_input(frame)
-
-    def check_step(self, frame: torch.Tensor, **given) -> Tuple[torch.Tensor, FrameInputs]:
-        """Validate a frame and its per-frame inputs (``step``'s keywords) without running anything.
-
-        Returns (frame ``[B, 3, H, W]`` on the model's device, the validated ``FrameInputs``). For
-        callers that drive ``plan_step`` / ``finish`` / ``remember`` themselves (``MultiStreamEnhancer``).
-        Raises ValueError / TypeError like ``step``; the history is not touched (a first frame fixes the
-        stream's frame size, as in ``step``).
-        """
-        frame = self._check_input(frame)
-        batch, _, height, width = frame.shape
-        return frame, self._inputs(batch, height, width, **given)
-
-    def plan_step(self, image: torch.Tensor, inputs: FrameInputs) -> StepPlan:
-        """The references (aligned with ``history_warp``) and region mask for model-space ``image``.
-
-        image: ``[B, 3, H, W]`` in [-1, 1], the model's dtype; inputs: from ``check_step``.
-        With ``history_warp`` this advances the aligner to the current view, so it must be followed by
-        ``remember`` of this step's output (``step`` does both). Call under ``torch.inference_mode``.
-        """
-        current_latent, region_mask = None, None
-        if self._aligner is None:
-            references = self.references()
-        else:
-            ring_inputs = inputs.scaled(self._ring_stride)
-            self._aligner.advance(ring_inputs)
-            offsets = self._reference_offsets()
-            if offsets and self.layout == "per_frame":
-                current_latent = self._encode_frames(image)[:, :, 0]
-            current = image if self.layout == "release" else current_latent
-            references = [self._aligner.align(self._ring.get(o), o, current, ring_inputs) for o in offsets]
-        if self.stream.region_latent:
-            region_mask = latent_mask(inputs.mask, self._latent_stride)
-        return StepPlan(references, current_latent, region_mask,
-                        condition_mask(self.stream, inputs.mask, self._latent_stride))
-
-    def _run(self, image: torch.Tensor, inputs: FrameInputs) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The model on ``image`` with this step's options: (decoded ``[B, 3, H, W]`` float32, x0 latent)."""
-        plan = self.plan_step(image, inputs)
-        return run_model_step(self.model, self.layout, image, plan.references, current_latent=plan.current_latent,
-                              region_mask=plan.region_mask, region_band=self.stream.region_band,
-                              condition_mask=plan.condition_mask)
-
-    def finish(self, decoded: torch.Tensor, frame: Optional[torch.Tensor], inputs: FrameInputs) -> torch.Tensor:
-        """Decoded model space -> output frame ``[B, 3, H, W]`` float32 on 8-bit levels (``finish_output``)."""
-        return finish_output(self.stream, decoded, frame, inputs.mask)
-
-    def step(self, frame: torch.Tensor, *, flow: Optional[torch.Tensor] = None, depth: Optional[torch.Tensor] = None,
-             pose: Optional[torch.Tensor] = None, intrinsics: Optional[torch.Tensor] = None,
-             mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Enhance the next frame of the stream.
-
-        frame: ``[B, 3, H, W]`` (or ``[3, H, W]``) float in [0, 1]; H and W multiples of
-            ``model.config.pixel_multiple``; the same size for the whole stream.
-        Per-frame renderer inputs, only for the options that use them (``FrameInputs`` documents the
-        conventions; a given input that no option uses is an error):
-            flow: ``[B, 2, H, W]`` pixels, backward flow to the previous frame (``history_warp="flow"``);
-            depth ``[B, 1, H, W]``, intrinsics ``[B, 3, 3]`` (or ``[3, 3]``), pose ``[B, 4, 4]`` (or
-            ``[4, 4]``) current -> previous camera (``history_warp="depth"``); flow / pose may be
-            omitted on the stream's first frame;
-            mask: ``[B, 1, H, W]`` in [0, 1], the inserted actor (``region_latent`` / ``region_pixel``).
-        Returns ``[B, 3, H, W]`` float32 in [0, 1] on 8-bit levels (what the release writes), on
-        the model's device.
-        """
-        squeeze = frame.dim() == 3 if isinstance(frame, torch.Tensor) else False
-        frame, inputs = self.check_step(frame, flow=flow, depth=depth, pose=pose, intrinsics=intrinsics, mask=mask)
-        with torch.inference_mode():
-            decoded, latent = self._run(frame_to_model(frame, self.model.dtype), inputs)
-            output = self.finish(decoded, frame, inputs)
-            self.remember(output, latent, inputs)
-        return output[0] if squeeze else output
-
-    def step_uint8(self, image, layout: str = "rgb", *, flow: Optional[torch.Tensor] = None,
-                   depth: Optional[torch.Tensor] = None, pose: Optional[torch.Tensor] = None,
-                   intrinsics: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``step`` for 8-bit frames: uint8 in, uint8 out, converted by the fused pack / unpack ops.
-
-        image: uint8 ``[B, H, W, C]`` or ``[H, W, C]`` (numpy or torch, any strides), C = 3 for
-            ``"rgb"`` / ``"bgr"``, 4 for ``"rgba"`` / ``"bgra"``; only uint8 crosses to the device.
-        Other inputs as ``step``. Returns uint8 ``[B, H, W, C]`` (or ``[H, W, C]``) in the same layout
-        (alpha 255) on the model's device: on the CPU bit-identical to
-        ``frame_to_uint8_hwc(step(uint8_hwc_to_frame(image)))``, history included (tested). On CUDA
-        the conversions use IEEE division like the release's CPU ToTensor.
-        """
-        hwc, squeeze = as_uint8_frames(image, layout)
-        batch, height, width, _ = hwc.shape
-        self._check_size(batch, height, width)
-        hwc = hwc.to(self.model.device)
-        inputs = self._inputs(batch, height, width, flow=flow, depth=depth, pose=pose, intrinsics=intrinsics, mask=mask)
-        with torch.inference_mode():
-            decoded, latent = self._run(pack(hwc, layout, self.model.dtype), inputs)
-            if self.stream.region_pixel:
-                out = levels_to_hwc(self.finish(decoded, hwc_to_unit_frame(hwc, layout), inputs), layout)
-            else:
-                out = unpack(decoded, layout, "truncate")
-            if self.history_length:
-                self._remember_image(pack(out, layout, self.model.dtype), latent, inputs)
-            self.frames_seen += 1
-        return out[0] if squeeze else out

@@ -1,10 +1,11 @@
 """The training loop: the paper's single-step recipe on curated pairs and sequences.
 
-Each step is ONE forward of the enhancer exactly as inference runs it (``run_model_step``): the
-clean latent of the input goes into the denoiser at the fixed timestep, and decoded frame 0 is the
-output. Non-temporal steps have no references. Temporal steps run a clip of T frames: frames
-0..T-2 build the history without gradients, through a ``StreamingEnhancer`` (so references are
-exactly what inference would feed: quantized outputs, re-encoded in the per-frame layout), then
+Each step is ONE forward of the enhancer exactly as inference runs it (``runtime.stages.model_forward``,
+the same stages the runtime composes): the clean latent of the input goes into the denoiser at the
+fixed timestep, and decoded frame 0 is the output. Non-temporal steps have no references. Temporal
+steps run a clip of T frames: frames 0..T-2 build the history without gradients, with the runtime's
+own history stages (so references are exactly what inference would feed: quantized outputs,
+re-encoded in the per-frame layout), then
 frames T-2 and T-1 run together in one forward with gradients, and the warping loss ties their
 outputs under the clip's flow. One forward per step keeps DDP's gradient hooks simple.
 
@@ -29,10 +30,17 @@ from torch import nn
 
 from ..config import config_from_dict, config_to_dict
 from ..io.atomic import atomic_path, atomic_write_json
-from ..io.pixels import model_to_frame
+from ..io.pixels import frame_to_model, model_to_frame
 from ..models.enhancer import EnhancerModel, build_enhancer, export_safetensors
 from ..runtime.inputs import condition_mask as stream_condition_mask
-from ..runtime.stream import StreamingEnhancer, run_model_step
+from ..runtime.stages import (
+    gather_entries,
+    history_capacity,
+    model_forward,
+    push_entries,
+    reference_offsets,
+    ring_entry,
+)
 from .config import TrainConfig, train_config_to_dict
 from .data import ClipBatch, PairSet, SequenceSet
 from .distributed import DistInfo, barrier, init_distributed, resolve_device, wrap_ddp
@@ -51,12 +59,39 @@ class StepModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, image: torch.Tensor, references: Sequence[torch.Tensor],
+    def forward(self, image: torch.Tensor, references: Optional[torch.Tensor],
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """image ``[B, 3, H, W]`` in [-1, 1]; references as ``run_model_step``; mask ``[B, 1, H, W]``
-        (the actor, fed to the DiT when ``stream.mask_condition``) -> decoded ``[B, 3, H, W]``."""
-        return run_model_step(self.model, self.model.config.stream.layout, image, list(references),
-                              condition_mask=condition_mask(self.model, mask))[0]
+        """image ``[B, 3, H, W]`` in [-1, 1]; references ``[B, K, ...]`` as ``stages.model_forward`` (or
+        None); mask ``[B, 1, H, W]`` (the actor, for ``stream.mask_condition`` / ``region_latent``) ->
+        decoded ``[B, 3, H, W]``."""
+        return model_forward(self.model, self.model.config.stream, image, references, mask=mask)[0]
+
+
+def history_references(model: EnhancerModel, stream, images: Sequence[torch.Tensor],
+                       masks: Sequence[torch.Tensor]) -> List[Optional[torch.Tensor]]:
+    """Run ``images`` (model space, oldest first) as a stream; the references each next frame gets.
+
+    Returns ``len(images) + 1`` entries: the references of frame t (None: a non-temporal step), the
+    last one for the frame after ``images``. The history stages are the runtime's, so references
+    are what inference feeds (outputs quantized to 8 bits, re-encoded in the per-frame layout).
+    """
+    ring, count, result = None, 0, []
+    capacity = history_capacity(stream)
+    for image, mask in zip(list(images) + [None], list(masks) + [None]):
+        offsets = reference_offsets(stream, count)
+        references = None
+        if offsets:
+            positions = torch.tensor([[o - 1 for o in offsets]] * ring.shape[0], device=ring.device)
+            references = gather_entries(ring, positions)
+        result.append(references)
+        if image is None or not capacity:
+            continue
+        decoded, x0 = model_forward(model, stream, image, references, mask=mask)
+        entry = ring_entry(model, stream, frame_to_model(model_to_frame(decoded), model.dtype), x0)
+        ring = entry.unsqueeze(1).repeat(1, capacity, *([1] * (entry.dim() - 1))) if ring is None \
+            else push_entries(ring, entry)  # fmt: skip
+        count = min(count + 1, capacity)
+    return result
 
 
 
@@ -163,7 +198,7 @@ class Trainer:
         batch = self.pairs.batch(rng, self.config.batch_size, self.config.crop)
         masks = batch.masks.to(self.device)
         with self._autocast():
-            output = self.forward(batch.inputs.to(self.device), [], masks)
+            output = self.forward(batch.inputs.to(self.device), None, masks)
         return self._image_losses(output.float(), batch.targets.to(self.device), rng, masks)
 
     def clip_losses(self, step: int) -> Dict[str, torch.Tensor]:
@@ -172,20 +207,14 @@ class Trainer:
         frames = self.config.temporal_frames
         clip = self.sequences.batch(rng, self.config.batch_size, self.config.temporal_crop or self.config.crop, frames)
         inputs, masks = clip.inputs.to(self.device), clip.masks.to(self.device)
-        stream = StreamingEnhancer(self.model, dataclasses.replace(self.model.config.stream, history="partial"))
+        stream = dataclasses.replace(self.model.config.stream, history="partial")
         with torch.no_grad(), self._autocast():
-            for t in range(frames - 2):
-                decoded, latent = run_model_step(self.model, stream.layout, inputs[t], stream.references(),
-                                                 condition_mask=condition_mask(self.model, masks[t]))
-                stream.remember(model_to_frame(decoded), latent)
-            refs_a = stream.references()
-            decoded, latent = run_model_step(self.model, stream.layout, inputs[frames - 2], refs_a,
-                                             condition_mask=condition_mask(self.model, masks[frames - 2]))
-            stream.remember(model_to_frame(decoded), latent)
-            refs_b = stream.references()
+            refs = history_references(self.model, stream, [inputs[t] for t in range(frames - 1)],
+                                      [masks[t] for t in range(frames - 1)])
+        refs_a, refs_b = refs[frames - 2], refs[frames - 1]
         image = torch.cat([inputs[frames - 2], inputs[frames - 1]])
         pair_masks = torch.cat([masks[frames - 2], masks[frames - 1]])
-        references = [torch.cat([a, b]) for a, b in zip(refs_a, refs_b)]
+        references = None if refs_a is None else torch.cat([refs_a, refs_b])
         with self._autocast():
             output = self.forward(image, references, pair_masks).float()
         out_a, out_b = output.chunk(2)

@@ -21,7 +21,7 @@ import pytest
 import zmq
 
 from simharmon.bridge.config import ServerConfig
-from simharmon.bridge.engines import IdentityEngine
+from simharmon.bridge.processor import IdentityStandIn
 from simharmon.bridge.server import BridgeServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ def running_server(engine=None, **config):
     config.setdefault("bind", ("tcp://127.0.0.1:*",))
     config.setdefault("stats_interval_s", 0)
     config.setdefault("poll_interval_s", 0.02)
-    server = BridgeServer(engine or IdentityEngine(), ServerConfig(**config))
+    server = BridgeServer(engine if engine is not None else IdentityStandIn(), ServerConfig(**config))
     server.start()
     try:
         yield server

@@ -14,7 +14,7 @@ from bridge_helpers import REPO, dealer, frame_header, rgb8, running_server, ser
 
 from simharmon.bridge.client import BridgeClient, BridgeError, BridgeTimeout
 from simharmon.bridge.config import ClientConfig
-from simharmon.bridge.engines import IdentityEngine
+from simharmon.bridge.processor import IdentityStandIn
 
 
 def wait_until(predicate, timeout_s, what):
@@ -41,7 +41,7 @@ STREAMING_CLIENT = textwrap.dedent("""
 
 
 def test_client_killed_mid_stream():
-    engine = IdentityEngine(delay_s=0.01)
+    engine = IdentityStandIn(delay_s=0.01)
     with running_server(engine, stream_idle_s=0.6) as server:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         proc = subprocess.Popen([sys.executable, "-c", STREAMING_CLIENT, server.endpoints[0]], env=env,
@@ -107,7 +107,7 @@ def test_server_restarted_under_a_live_client():
 
 
 def test_overload_drops_frames_and_stays_bounded():
-    engine = IdentityEngine(delay_s=0.03)  # ~33 batches/s, far below what the clients offer
+    engine = IdentityStandIn(delay_s=0.03)  # ~33 batches/s, far below what the clients offer
     with running_server(engine, max_streams=4, queue_depth=1) as server:
         config = ClientConfig(server.endpoints[0], timeout_s=10, max_in_flight=24)
         with BridgeClient(config) as client:
@@ -138,7 +138,7 @@ def test_overload_drops_frames_and_stays_bounded():
 
 
 def test_a_peer_that_never_reads_does_not_stall_others():
-    engine = IdentityEngine()
+    engine = IdentityStandIn()
     with running_server(engine, sndhwm=4) as server:
         with dealer(server.endpoints[0], RCVHWM=1) as deaf:
             frame = bytes(512 * 256 * 3)

@@ -2,7 +2,11 @@
 
 import pytest
 
-from simharmon.cli import SUBCOMMANDS, main
+from simharmon.bridge.cli import build_processor
+from simharmon.cli import SUBCOMMANDS, build_parser, main
+from simharmon.models.bundled import BUNDLED_NAME
+from simharmon.runtime.engine import Engine
+from simharmon.runtime.optimize import OptimizedEnhancer
 
 
 def test_serve_is_registered(capsys):
@@ -32,13 +36,11 @@ def test_bad_values_are_usage_errors(args):
 
 
 def test_model_engine_defaults_to_the_bundled_model():
-    from simharmon.bridge.engines import build_engine
-    from simharmon.models.bundled import BUNDLED_NAME
-    from simharmon.runtime.optimize import OptimizedEnhancer
-
-    engine = build_engine("model")
+    parser = build_parser()
+    engine = build_processor(parser.parse_args(["serve"]))
+    assert isinstance(engine, Engine) and engine.backend == "eager"  # auto, on the CPU
     assert not engine.untrained and engine.model.config.name == BUNDLED_NAME
     assert isinstance(engine.model, OptimizedEnhancer)
     assert "mask" in engine.used_inputs  # it reads the actor mask
-    random = build_engine("model", config="tiny")
+    random = build_processor(parser.parse_args(["serve", "--config", "tiny"]))
     assert random.untrained and random.model.config.name == "tiny"

@@ -1,5 +1,6 @@
 """Round trips through a real server over tcp and ipc, with the Python client."""
 
+import re
 import runpy
 import sys
 import time
@@ -10,10 +11,11 @@ from bridge_helpers import REPO, rgb8, running_server
 
 from simharmon.bridge.client import BridgeClient, BridgeError
 from simharmon.bridge.config import ClientConfig
-from simharmon.bridge.engines import IdentityEngine, ModelEngine
-from simharmon.io.pixels import uint8_hwc_to_frame
+from simharmon.bridge.processor import IdentityStandIn
 from simharmon.models.enhancer import build_enhancer
-from simharmon.runtime.multistream import MultiStreamEnhancer
+from simharmon.runtime.engine import StepResult
+from simharmon.runtime.factory import build_runtime, engine_for
+from simharmon.runtime.stream import StreamingEnhancer
 
 
 @pytest.mark.parametrize("transport", ["tcp", "ipc"])
@@ -77,7 +79,7 @@ def test_errors_come_back_as_replies_and_streams_keep_working():
 
 
 def test_streams_of_one_size_are_batched():
-    engine = IdentityEngine(delay_s=0.2)  # slow enough that four frames queue up behind the first
+    engine = IdentityStandIn(delay_s=0.2)  # slow enough that four frames queue up behind the first
     with running_server(engine) as server, BridgeClient(ClientConfig(server.endpoints[0], timeout_s=5)) as client:
         client.enhance(rgb8(), camera="warmup")
         for cam in range(4):
@@ -95,37 +97,53 @@ def tiny_model():
 def test_round_trip_with_the_real_tiny_model(tiny_model):
     """The real enhancer behind the bridge gives what it gives in process (rgb8, 64x48, 2 frames)."""
     frames = [rgb8(48, 64, seed=s) for s in range(2)]
-    reference = MultiStreamEnhancer(tiny_model)
-    expected = [reference.step_many({"k": uint8_hwc_to_frame(f)})["k"] for f in frames]
-    expected = [np.floor(e[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8) for e in expected]
-    engine = ModelEngine(tiny_model)
+    engine = engine_for(tiny_model)
+    reference = StreamingEnhancer(engine.model)
+    expected = [reference.step_uint8(f).numpy() for f in frames]
     assert engine.untrained and not engine.stand_in
     with running_server(engine) as server, BridgeClient(ClientConfig(server.endpoints[0], timeout_s=60)) as client:
         assert client.hello()["untrained"] is True
         for image, want in zip(frames, expected):
             got = client.enhance(image, camera="cam").image
             assert not np.array_equal(got, image)  # the model did something
-            assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # fp batching effects at most
+            np.testing.assert_array_equal(got, want)  # one stream: bit-identical to the in-process step
 
 
-def test_bridge_client_example_runs(monkeypatch, capsys):
-    with running_server() as server:
-        monkeypatch.setattr(sys, "argv", ["bridge_client.py", "--endpoint", server.endpoints[0], "--ticks", "2"])
-        runpy.run_path(str(REPO / "examples" / "bridge_client.py"), run_name="__main__")
-    out = capsys.readouterr().out
-    assert "tick 1 cam1: frame 1 (48, 64, 3)" in out and "server: 4 frames out" in out
+@pytest.fixture(scope="module")
+def bundled_engine():
+    return build_runtime()  # what `simharmon serve` runs without flags: the bundled default model
 
 
-class FlakyEngine(IdentityEngine):
+def run_example(server, monkeypatch, capsys, *extra):
+    monkeypatch.setattr(sys, "argv", ["bridge_client.py", "--endpoint", server.endpoints[0], "--ticks", "2", *extra])
+    runpy.run_path(str(REPO / "examples" / "bridge_client.py"), run_name="__main__")
+    return capsys.readouterr().out
+
+
+def test_bridge_client_example_gets_enhanced_frames_from_the_default_server(bundled_engine, monkeypatch, capsys):
+    """The README's pair: `simharmon serve` (bundled model) + examples/bridge_client.py (sends masks)."""
+    with running_server(bundled_engine) as server:
+        out = run_example(server, monkeypatch, capsys)
+        lines = [line for line in out.splitlines() if line.startswith("tick ")]
+        assert len(lines) == 4 and "server: 4 frames out" in out and "reads ['mask']" in out
+        for line in lines:  # the actor is harmonized; everything else is the input, bit for bit
+            actor = float(re.search(r"actor ([0-9.]+)", line).group(1))
+            assert actor > 0.5 and "background 0.00 levels" in line and "no_mask" not in line, line
+        passed = run_example(server, monkeypatch, capsys, "--no-mask")
+        assert passed.count("(no_mask: unchanged)") == 4 and "actor 0.00" in passed
+
+
+class FlakyEngine(IdentityStandIn):
     """Refuses frames of cameras named "bad*" (like an input check) and crashes on "boom"."""
 
-    def step_many(self, frames, aux=None):
+    def step_many(self, frames, inputs=None):
+        if any(key.startswith("s/boom") for key in frames):
+            raise RuntimeError("device lost")
+        results = super().step_many(frames, inputs)
         for key in frames:
             if key.startswith("s/bad"):
-                raise ValueError(f"stream {key!r}: refused")
-            if key.startswith("s/boom"):
-                raise RuntimeError("device lost")
-        return super().step_many(frames, aux)
+                results[key] = StepResult(error=f"stream {key!r}: refused")
+        return results
 
 
 def test_engine_failures_are_isolated_and_reported():

@@ -13,7 +13,7 @@ from test_resilience import free_port
 
 from simharmon.bridge.client import BridgeClient, BridgeTimeout
 from simharmon.bridge.config import ClientConfig
-from simharmon.bridge.engines import IdentityEngine
+from simharmon.bridge.processor import IdentityStandIn
 
 _posixshmem = pytest.importorskip("_posixshmem", reason="POSIX shared memory only")
 
@@ -74,7 +74,7 @@ def test_shm_round_trips_are_bit_exact_with_the_inline_path(transport, ipc_dir):
 
 
 def test_pipelined_frames_each_get_their_own_result():
-    engine = IdentityEngine(delay_s=0.03)  # frames queue up behind each other: several in flight
+    engine = IdentityStandIn(delay_s=0.03)  # frames queue up behind each other: several in flight
     with running_server(engine, queue_depth=8) as server, shm_client(server.endpoints[0], max_in_flight=8) as client:
         client.enhance(rgb8(), camera="warmup")
         sent = {}
@@ -110,7 +110,7 @@ def test_result_views_hold_their_slot_until_released():
 
 
 def test_a_timed_out_frame_keeps_its_slot_until_its_late_reply():
-    engine = IdentityEngine()
+    engine = IdentityStandIn()
     with running_server(engine) as server, shm_client(server.endpoints[0], max_in_flight=1) as client:
         client.enhance(rgb8(), camera="x")  # negotiates the one-slot segment
         late, next_frame = rgb8(seed=1), rgb8(seed=2)

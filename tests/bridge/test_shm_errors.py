@@ -14,7 +14,7 @@ import pytest
 from bridge_helpers import REPO, dealer, frame_header, recv_header, rgb8, running_server
 from test_shm import segment_exists, shm_client
 
-from simharmon.bridge.engines import IdentityEngine
+from simharmon.bridge.processor import IdentityStandIn
 from simharmon.bridge.protocol import PIXEL_FORMATS, ErrorCode, Limits
 from simharmon.bridge.shm_client import ClientSegment
 from simharmon.bridge.shm_protocol import SHM_HEADER_BYTES
@@ -137,7 +137,7 @@ def test_malformed_slot_references_get_clear_errors_and_the_server_keeps_serving
 
 
 def test_a_slot_still_in_use_is_refused(segment):
-    engine = IdentityEngine(delay_s=0.3)
+    engine = IdentityStandIn(delay_s=0.3)
     with running_server(engine) as server, dealer(server.endpoints[0]) as sock:
         assert hello(sock, segment.offer())["accepted"] is True
         sock.send(shm_frame(1, slot=0, name=segment.name, camera="a"))
@@ -167,7 +167,7 @@ STREAMING_CLIENT = textwrap.dedent("""
 
 
 def test_a_client_killed_mid_stream_is_detached_and_the_server_keeps_serving():
-    engine = IdentityEngine(delay_s=0.01)
+    engine = IdentityStandIn(delay_s=0.01)
     with running_server(engine, stream_idle_s=0.6) as server:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         proc = subprocess.Popen([sys.executable, "-c", STREAMING_CLIENT, server.endpoints[0]], env=env,

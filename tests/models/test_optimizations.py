@@ -20,17 +20,17 @@ from simharmon.io.pixels import frame_to_model, model_to_frame, uint8_hwc_to_fra
 from simharmon.models.denoiser import rectified_flow_coefficients
 from simharmon.models.enhancer import build_enhancer
 from simharmon.models.wan_vae_layers import CausalConv3d
+from simharmon.ops import pack, pack_reference, unpack, unpack_reference
 from simharmon.runtime.fast_dit import FastDenoiser
 from simharmon.runtime.fast_vae import FoldedConv, FoldedTokenizer
-from simharmon.runtime.fused_io import pack_frames, pack_frames_torch, unpack_frames, unpack_frames_torch
 
 NONE = OptimizationConfig.none()
 TOL = 1e-6  # relative; the measured errors below are all <= 2.1e-7
 
 
 def only(name: str) -> OptimizationConfig:
-    """Just one optimization on (last_block_current_only needs decode_latent0_only)."""
-    return dataclasses.replace(NONE, decode_latent0_only=True, **{name: True})
+    """Just one optimization on."""
+    return dataclasses.replace(NONE, **{name: True})
 
 
 def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
@@ -185,9 +185,9 @@ def test_last_block_frame_zero_only_matches_plain(model, batch, frames):
     assert rel_err(ours, model.denoiser(x)[:, :, :1]) <= TOL
 
 
-def test_last_block_option_needs_latent_zero_decode():
-    with pytest.raises(ConfigError, match="decode_latent0_only"):
-        OptimizationConfig(decode_latent0_only=False)
+def test_optimization_switches_are_bools():
+    with pytest.raises(ConfigError, match="bool"):
+        OptimizationConfig(fused_io=1)
 
 
 # ----------------------------------------------------------------------------- (6) fused I/O
@@ -199,8 +199,8 @@ def test_fused_pack_matches_plain_conversion_bitwise():
     for frames in (every_level, rand):
         for dtype in (torch.float32, torch.bfloat16, torch.float16):
             want = frame_to_model(uint8_hwc_to_frame(frames), dtype)
-            for pack in (pack_frames, pack_frames_torch):  # simharmon.ops (if present) and the fallback
-                got = pack(frames, dtype)
+            for packer in (pack, pack_reference):  # the op (kernel on CUDA) and its torch reference
+                got = packer(frames, "rgb", dtype)
                 assert got.dtype == dtype and got.is_contiguous() and torch.equal(got, want)
 
 
@@ -210,14 +210,14 @@ def test_fused_unpack_matches_release_quantization_bitwise():
     levels = torch.arange(256, dtype=torch.float32) / 255 * 2 - 1  # exactly on (or next to) level edges
     edges = torch.cat([levels, torch.nextafter(levels, torch.tensor(2.0)), torch.nextafter(levels, torch.tensor(-2.0))])
     decoded[0].view(-1)[: edges.numel()] = edges
-    got = unpack_frames(decoded)
+    got = unpack(decoded, "rgb", "truncate")
     # Plain: model_to_frame (clamp, truncate to 8-bit levels, /255) then the float frame -> uint8.
     plain = model_to_frame(decoded).mul(255.0).round().to(torch.uint8).permute(0, 2, 3, 1)
     # Independent: the release's ToPILImage on the clamped [0, 1] image, per element in numpy float32.
     image = np.clip(decoded.numpy().astype(np.float32) * np.float32(0.5) + np.float32(0.5), 0, 1)
     release = (image * np.float32(255)).astype(np.uint8).transpose(0, 2, 3, 1)
     assert got.shape == (2, 24, 40, 3) and got.dtype == torch.uint8
-    assert torch.equal(got, plain) and torch.equal(unpack_frames_torch(decoded), plain)
+    assert torch.equal(got, plain) and torch.equal(unpack_reference(decoded, "rgb", "truncate"), plain)
     np.testing.assert_array_equal(got.numpy(), release)
     for dtype in (torch.float32, torch.bfloat16):  # the ring entry equals the plain re-read frame
-        assert torch.equal(pack_frames(got, dtype), frame_to_model(model_to_frame(decoded), dtype))
+        assert torch.equal(pack(got, "rgb", dtype), frame_to_model(model_to_frame(decoded), dtype))

@@ -2,11 +2,11 @@
 default is what a run without --weights and --config uses."""
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import simharmon.models.bundled as bundled
@@ -16,7 +16,7 @@ from simharmon.io.atomic import atomic_save_png
 from simharmon.io.frame_sources import load_image_rgb
 from simharmon.io.pixels import frame_to_uint8_hwc, uint8_hwc_to_frame
 from simharmon.models.enhancer import build_enhancer
-from simharmon.replay.enhance import mask_input
+from simharmon.runtime.inputs import normalize_inputs
 from simharmon.runtime.optimize import OptimizedEnhancer
 from simharmon.runtime.stream import StreamingEnhancer
 
@@ -50,15 +50,14 @@ def _frames_and_masks(folder: Path, count=3):
     return frames, masks
 
 
-def test_mask_input_converts_and_checks(masked_config):
-    config, _ = masked_config
-    assert mask_input(load_config("tiny").stream, None, H, W, "cpu") == {}
-    empty = mask_input(config.stream, None, H, W, "cpu")["mask"]
-    assert empty.shape == (1, 1, H, W) and empty.sum() == 0
-    full = mask_input(config.stream, np.full((H, W), 255, np.uint8), H, W, "cpu")["mask"]
-    assert torch.all(full == 1.0)
-    with pytest.raises(ValueError, match="mask is 8x4 but the frame is"):
-        mask_input(config.stream, np.zeros((4, 8), np.float32), H, W, "cpu")
+def test_a_mask_of_the_wrong_size_is_a_clear_error(masked_config, tmp_path, capsys):
+    _, path = masked_config
+    _frames_and_masks(tmp_path)
+    Image.fromarray(np.zeros((4, 8), np.uint8), mode="L").save(tmp_path / "masks" / "f001.png")
+    assert main(["enhance", str(tmp_path / "frames"), "--out", str(tmp_path / "out"), "--config", str(path),
+                 "--masks", str(tmp_path / "masks"), "--no-progress", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot enhance frame 'f001'" in err and "mask must have shape [B, 1, 32, 48]" in err and "[1, 1, 4, 8]" in err
 
 
 def test_enhance_feeds_masks_and_matches_the_stream(masked_config, tmp_path):
@@ -71,8 +70,7 @@ def test_enhance_feeds_masks_and_matches_the_stream(masked_config, tmp_path):
     model = OptimizedEnhancer(build_enhancer(config, device="cpu")).prepare()
     stream = StreamingEnhancer(model)
     for t, (image, mask) in enumerate(zip(frames, masks)):
-        expected = frame_to_uint8_hwc(stream.step(uint8_hwc_to_frame(image), **mask_input(config.stream, mask, H, W,
-                                                                                            "cpu")))[0]
+        expected = frame_to_uint8_hwc(stream.step(uint8_hwc_to_frame(image), **normalize_inputs({"mask": mask}, H, W)))[0]
         got = load_image_rgb(out / "frames" / f"f{t:03d}.png")
         assert np.array_equal(got, expected), t
         outside = mask == 0
@@ -86,9 +84,12 @@ def test_enhance_without_masks_passes_frames_through(masked_config, tmp_path, ca
     out = tmp_path / "out"
     assert main(["enhance", str(tmp_path / "frames"), "--out", str(out), "--config", str(path), "--no-progress",
                  "--device", "cpu"]) == 0
-    assert "passes through unchanged" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "passes through unchanged" in captured.err and "3 frame(s) passed through unchanged" in captured.out
     for t, image in enumerate(frames):
         assert np.array_equal(load_image_rgb(out / "frames" / f"f{t:03d}.png"), image)
+    record = json.loads((out / "run.json").read_text())
+    assert record["passthrough"] == {"reason": "no_mask", "frames": 3}
 
 
 def test_missing_masks_are_clear_errors(masked_config, tmp_path, capsys):
@@ -116,6 +117,8 @@ def test_replay_without_masks_says_frames_pass_through(masked_config, tmp_path, 
     out = tmp_path / "run"
     assert main(["replay", str(tmp_path / "frames"), "--out", str(out), "--config", str(path), "--no-progress",
                  "--device", "cpu"]) == 0
-    assert "have none, so their frames get an empty mask and pass through unchanged" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "has none: their frames pass through unchanged" in captured.err
+    assert "passed through unchanged (no mask)" in captured.out
     enhanced = sorted((out / "cameras").rglob("enhanced/*.png"))
     assert len(enhanced) == 2 and all(np.array_equal(load_image_rgb(p), f) for p, f in zip(enhanced, frames))

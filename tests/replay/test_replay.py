@@ -6,58 +6,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import simharmon.replay.enhance as enhance_module
+import simharmon.replay.session as session_module
 from simharmon.cli import main
-from simharmon.config import EnhancerConfig, load_config
+from simharmon.config import load_config
 from simharmon.io.drive_mcap import McapDrive
 from simharmon.io.frame_sources import open_frame_source
-from simharmon.io.pixels import check_frame, quantize_like_release
+from tests.fake_engine import FakeEngine
 from tests.io.drive_helpers import write_small_drive
-
-
-class FakeModel:
-    def __init__(self, config):
-        self.config = config
-
-
-def fake_build_enhancer(config=None, weights=None, device="cpu", strict=True, **kwargs):
-    config = config if isinstance(config, EnhancerConfig) else load_config(config or "tiny")
-    return FakeModel(config.replace(untrained=False) if weights else config)
-
-
-class FakeStream:
-    """Output depends on the input and the stream's own previous outputs (like the real one)."""
-
-    calls, interrupt_at = 0, None
-
-    def __init__(self, model, stream=None):
-        self.stream = stream if stream is not None else model.config.stream
-        self.history = []
-
-    @property
-    def history_length(self):
-        return 0 if self.stream.history == "none" else self.stream.history_length
-
-    def prime(self, history):
-        self.history = [check_frame(f).clone() for f in history]
-
-    def step(self, frame):
-        type(self).calls += 1
-        if type(self).calls == type(self).interrupt_at:
-            raise KeyboardInterrupt
-        output = 1.0 - check_frame(frame)
-        for weight, previous in enumerate(reversed(self.history)):
-            output = output * 0.8 + previous.roll(weight + 1, dims=-1) * 0.2
-        output = quantize_like_release(output)
-        self.history = (self.history + [output])[-self.history_length:] if self.history_length else []
-        return output
 
 
 @pytest.fixture
 def fake(monkeypatch):
-    FakeStream.calls, FakeStream.interrupt_at = 0, None
-    monkeypatch.setattr(enhance_module, "load_backend", lambda: (fake_build_enhancer, FakeStream))
-    return FakeStream
+    FakeEngine.calls, FakeEngine.interrupt_at = 0, None
+    monkeypatch.setattr(session_module, "build_runtime", FakeEngine)
+    return FakeEngine
 
 
 FRAMES = 4

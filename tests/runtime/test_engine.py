@@ -1,4 +1,4 @@
-"""The engine against StreamingEnhancer (the plain path), on the CPU with the tiny config in fp32."""
+"""The engine's rigs (cameras that always step together) against StreamingEnhancer, on the CPU, tiny config, fp32."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from simharmon.io.pixels import uint8_hwc_to_frame
 from simharmon.models.enhancer import build_enhancer
 from simharmon.runtime import backends as backends_module
 from simharmon.runtime.backends import BackendUnavailable, require_backend
-from simharmon.runtime.compiled_step import StaticState
-from simharmon.runtime.engine import Engine, FrameResult, StreamGroup
+from simharmon.runtime.engine import Engine
 from simharmon.runtime.optimize import OptimizedEnhancer
+from simharmon.runtime.rig import FrameResult, StreamGroup
+from simharmon.runtime.static import StaticStep
 from simharmon.runtime.stream import StreamingEnhancer
 
 H, W = 32, 48
@@ -79,13 +80,6 @@ def test_plain_engine_is_bitwise_streaming_enhancer(model, frames, release_refer
     assert group.frames_seen == len(frames)
 
 
-def test_decoding_every_latent_like_the_release_gives_the_same_frames(model, frames, release_reference):
-    # decode_latent0_only=False decodes both latent frames (5 video frames) and keeps frame 0.
-    opts = dataclasses.replace(NONE, decode_latent0_only=False, fold_single_frame_convs=True)
-    group = Engine(model, cpu_config(optimizations=opts)).open(1, W, H)
-    assert_matches([group.step(f)[0] for f in frames], release_reference, exact=False)
-
-
 def test_bf16_engine_uses_a_converted_copy(model, frames):
     stream = StreamConfig(history="none")
     engine = Engine(model, cpu_config(dtype="bfloat16"), stream)
@@ -122,8 +116,8 @@ def test_per_frame_layout_matches(model, history):
 def test_optimized_model_is_a_drop_in_for_the_streaming_classes(model, frames, release_reference):
     fast = OptimizedEnhancer(model)
     out = [StreamingEnhancer(fast).step(uint8_hwc_to_frame(frames[0]))]
-    multi = Engine(model, cpu_config()).multistream()
-    out += [multi.step_many({"cam": uint8_hwc_to_frame(frames[0])})["cam"]]
+    engine = Engine(model, cpu_config())
+    out += [engine.step_many({"cam": uint8_hwc_to_frame(frames[0])})["cam"].output]
     for frame in out:
         assert_matches([(frame[0].permute(1, 2, 0) * 255).round().to(torch.uint8)], release_reference[:1], exact=False)
 
@@ -134,7 +128,8 @@ def test_cameras_are_batched_with_their_own_rings(model):
     engine = Engine(model, cpu_config())
     group = engine.open(2, W, H)
     out = [group.step(f) for f in cams]
-    assert group.state.ring.shape == (2, 4, 3, H, W)
+    entries = group.pool.history.state.entries
+    assert entries.shape == (engine.config.max_streams + 1, 4, 3, H, W) and len(set(group.slots)) == 2
     for k in range(2):
         assert_matches([o[k] for o in out], expected[k], exact=False)
     assert not torch.equal(out[-1][0], out[-1][1])
@@ -174,8 +169,9 @@ def test_inputs_and_results_are_checked(model, frames):
     group.submit(frames[2])  # the third submission reuses the first one's slot
     with pytest.raises(RuntimeError, match="reused"):
         first.result()
-    with pytest.raises(ValueError, match="per-frame renderer inputs"):
-        Engine(model, cpu_config(), dataclasses.replace(model.config.stream, region_pixel=True))
+    masked = Engine(model, cpu_config(), dataclasses.replace(model.config.stream, region_pixel=True)).open(1, W, H)
+    result = masked.submit(frames[0])  # a mask-reading model without a mask: the frames pass through
+    assert result.passthrough == "no_mask" and torch.equal(result.result(), frames[0])
 
 
 def test_configs_validate():
@@ -201,12 +197,13 @@ def test_gpu_backends_fail_clearly_without_cuda(model, backend):
 def test_tensorrt_missing_says_how_to_install(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(backends_module.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(BackendUnavailable, match="pip install torch-tensorrt"):
+    with pytest.raises(BackendUnavailable, match=r"pip install 'simharmon\[tensorrt\]'"):
         require_backend("tensorrt", torch.device("cuda"))
 
 
 def test_per_frame_path_never_synchronizes_the_device():
-    for fn in (StreamGroup.submit, StreamGroup._submit_cuda, StaticState.run, FrameResult.result):
+    for fn in (StreamGroup.submit, StreamGroup._submit_cuda, StaticStep._run, StaticStep.load, FrameResult.result,
+               Engine.step_many, Engine._run_chunk):
         assert "torch.cuda.synchronize" not in inspect.getsource(fn)
 
 

@@ -8,12 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from simharmon.config import ConfigError, StreamConfig, load_config
+from simharmon.config import ConfigError, EngineConfig, StreamConfig, load_config
 from simharmon.io.pixels import quantize_like_release
 from simharmon.models.enhancer import build_enhancer
+from simharmon.runtime.engine import Engine
 from simharmon.runtime.guided import guided_filter
-from simharmon.runtime.multistream import MultiStreamEnhancer
-from simharmon.runtime.stream import StreamingEnhancer, finish_output
+from simharmon.runtime.stages import finish_output
+from simharmon.runtime.stream import StreamingEnhancer
 
 H, W = 32, 48
 
@@ -83,31 +84,25 @@ def test_finish_output_filters_then_pastes_the_input_outside_the_band():
     assert torch.equal(out[..., :4, :], quantize_like_release(guide)[..., :4, :])  # far outside: the input
 
 
-def test_config_validation_and_engine_refusal():
+def test_config_validation():
     with pytest.raises(ConfigError, match="guided_radius"):
         StreamConfig(guided_radius=0)
     with pytest.raises(ConfigError, match="guided_eps"):
         StreamConfig(guided_eps=0.0)
-    from simharmon.config import EngineConfig
-    from simharmon.runtime.engine import Engine
-
-    model = build_enhancer(load_config("tiny"), seed=1)
-    with pytest.raises(ValueError, match="guided_output is not implemented in the engine"):
-        Engine(model, EngineConfig(device="cpu", dtype="float32"),
-               dataclasses.replace(model.config.stream, guided_output=True))
 
 
-def test_stream_and_multistream_agree():
+def test_stream_and_engine_agree():
     base = load_config("tiny")
     config = base.replace(stream=dataclasses.replace(base.stream, layout="per_frame", offsets=(1,), history="partial",
                                                      guided_output=True, guided_radius=3))
     model = build_enhancer(config, seed=2)
     gen = torch.Generator().manual_seed(4)
     frames = [torch.rand(1, 3, H, W, generator=gen) for _ in range(2)]
-    single, multi = StreamingEnhancer(model), MultiStreamEnhancer(model, config.stream)
+    engine = Engine(model, EngineConfig(device="cpu"))
+    single = StreamingEnhancer(engine.model)
     plain = StreamingEnhancer(model, dataclasses.replace(config.stream, guided_output=False))
     for frame in frames:
         a = single.step(frame)
-        b = multi.step_many({"cam": frame})["cam"]
-        assert (a - b).abs().max() <= 1 / 255 + 1e-6
+        b = engine.step_many({"cam": frame})["cam"].output
+        assert torch.equal(a, b)
         assert not torch.equal(a, plain.step(frame))

@@ -1,4 +1,4 @@
-"""HistoryAligner and the latent-resolution inputs, without a model: moving scenes with known motion."""
+"""The history-warping stages and the latent-resolution inputs, without a model: moving scenes with known motion."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import math
 
 import torch
 
-from simharmon.runtime.history_warp import HistoryAligner
 from simharmon.runtime.inputs import FrameInputs, latent_mask
-from simharmon.runtime.ring import TensorRing
+from simharmon.runtime.stages import advance_motion, align_references, identity_motion, push_entries
 
 H, W = 12, 20
 
@@ -22,16 +21,41 @@ def panning(t, shift, tex):
     return tex[..., t * shift:t * shift + W].contiguous()
 
 
+class Ring:
+    """The pushed entries, newest first (``ring.get(1)`` = the previous frame), as the pool holds them."""
+
+    def __init__(self, entries):
+        self.entries = entries
+
+    def get(self, offset):
+        return self.entries[:, offset - 1]
+
+    def __len__(self):
+        return self.entries.shape[1]
+
+
 def run_aligner(mode, frames, inputs, capacity=3):
-    """Push frames with their inputs as a stream would; returns the aligned entries at the last frame."""
-    ring, aligner = TensorRing(capacity), HistoryAligner(mode, capacity, rel_tol=0.01)
-    for frame, frame_inputs in zip(frames[:-1], inputs[:-1]):
-        aligner.advance(frame_inputs)
-        ring.push(frame)
-        aligner.push(frame_inputs, like=frame)
-    aligner.advance(inputs[-1])
-    current = frames[-1]
-    return [aligner.align(ring.get(o), o, current, inputs[-1]) for o in range(1, len(ring) + 1)], ring
+    """Push frames with their inputs as a stream does (the same stages); returns the aligned entries
+    of the last frame's view, and the ring."""
+    count = min(capacity, len(frames) - 1)
+    entries = frames[0].unsqueeze(1).repeat(1, capacity, 1, 1, 1)
+    motion = identity_motion("flow", frames[0]).unsqueeze(1).repeat(1, capacity, 1, 1, 1) if mode == "flow" else \
+        identity_motion("depth", frames[0]).unsqueeze(1).repeat(1, capacity, 1, 1)  # fmt: skip
+    depth = inputs[0].depth.unsqueeze(1).repeat(1, capacity, 1, 1, 1) if mode == "depth" else None
+    intrinsics = inputs[0].intrinsics.unsqueeze(1).repeat(1, capacity, 1, 1) if mode == "depth" else None
+    for index, (frame, frame_inputs) in enumerate(zip(frames[:-1], inputs[:-1])):
+        if index:
+            motion = advance_motion(mode, motion, frame_inputs)
+        entries = push_entries(entries, frame)
+        motion = push_entries(motion, identity_motion(mode, frame if mode == "flow" else frame_inputs.intrinsics))
+        if mode == "depth":
+            depth = push_entries(depth, frame_inputs.depth)
+            intrinsics = push_entries(intrinsics, frame_inputs.intrinsics)
+    motion = advance_motion(mode, motion, inputs[-1])
+    aligned = align_references(mode, entries[:, :count], motion[:, :count], frames[-1], inputs[-1],
+                               None if depth is None else depth[:, :count],
+                               None if intrinsics is None else intrinsics[:, :count], rel_tol=0.01)
+    return [aligned[:, o - 1] for o in range(1, count + 1)], Ring(entries[:, :count])
 
 
 def test_composed_flow_aligns_every_entry_exactly():

@@ -12,11 +12,11 @@ import dataclasses
 import pytest
 import torch
 
-from simharmon.config import ConfigError, load_config
+from simharmon.config import ConfigError, EngineConfig, load_config
 from simharmon.io.pixels import frame_to_model, model_to_frame, quantize_like_release
 from simharmon.models.enhancer import build_enhancer
+from simharmon.runtime.engine import Engine
 from simharmon.runtime.inputs import latent_mask
-from simharmon.runtime.multistream import MultiStreamEnhancer
 from simharmon.runtime.optimize import OptimizedEnhancer
 from simharmon.runtime.stream import StreamingEnhancer
 from simharmon.train.trainer import condition_mask
@@ -66,15 +66,16 @@ def test_first_step_matches_hand_computation(model):
     assert torch.equal(out, expected)
 
 
-def test_mask_changes_the_output_and_absent_mask_is_zeros(model):
+def test_mask_changes_the_output_an_empty_mask_is_zeros_and_no_mask_passes_through(model):
     frame = _frames(1)[0]
     with_mask = StreamingEnhancer(model).step(frame, mask=_mask())
-    without = StreamingEnhancer(model).step(frame)
     empty = StreamingEnhancer(model).step(frame, mask=torch.zeros(1, 1, H, W))
     plain = build_enhancer(_config(mask_condition=False), seed=5)
     unconditioned = StreamingEnhancer(plain).step(frame)
-    assert torch.equal(without, empty) and torch.equal(without, unconditioned)
-    assert (with_mask - without).abs().max() > 1e-3
+    assert torch.equal(empty, unconditioned)
+    assert (with_mask - empty).abs().max() > 1e-3
+    stream = StreamingEnhancer(model)
+    assert torch.equal(stream.step(frame), frame) and stream.last_passthrough == "no_mask"
 
 
 def test_history_steps_use_each_frames_mask(model):
@@ -104,16 +105,16 @@ def test_optimized_wrapper_keeps_the_mask(model):
         assert (a != b).float().mean() < 0.01
 
 
-def test_multistream_batches_masks(model):
+def test_engine_batches_masks(model):
     frames = {"a": _frames(2, seed=3), "b": _frames(2, seed=4)}
     masks = {"a": _mask(), "b": _mask(top=1, left=20, size=6)}
-    multi = MultiStreamEnhancer(model, model.config.stream)
-    single = {k: StreamingEnhancer(model) for k in frames}
+    engine = Engine(model, EngineConfig(device="cpu"))
+    single = {k: StreamingEnhancer(engine.model) for k in frames}
     for t in range(2):
-        got = multi.step_many({k: v[t] for k, v in frames.items()}, inputs={k: {"mask": masks[k]} for k in frames})
+        got = engine.step_many({k: v[t] for k, v in frames.items()}, {k: {"mask": masks[k]} for k in frames})
         for key in frames:
             expected = single[key].step(frames[key][t], mask=masks[key])
-            assert (got[key] - expected).abs().max() <= 1 / 255 + 1e-6
+            assert torch.equal(got[key].output, expected)
 
 
 def test_trainer_forward_feeds_the_same_mask(model):

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from simharmon.config import ConfigError, StreamConfig, config_from_dict, config_to_dict, load_config
+from simharmon.config import ConfigError, EngineConfig, StreamConfig, config_from_dict, config_to_dict, load_config
 from simharmon.io.pixels import frame_to_model, frame_to_uint8_hwc, model_to_frame, uint8_hwc_to_frame
 from simharmon.models.enhancer import build_enhancer
 from simharmon.ops import masked_blend
-from simharmon.runtime.multistream import MultiStreamEnhancer
-from simharmon.runtime.stream import StreamingEnhancer, run_model_step
+from simharmon.runtime.engine import Engine
+from simharmon.runtime.stages import model_forward
+from simharmon.runtime.stream import StreamingEnhancer
 
 H, W = 16, 32
 
@@ -119,11 +120,12 @@ def test_region_pixel_keeps_the_input_outside_the_band(model):
 def test_region_latent_keeps_the_input_latent(model):
     frame = uint8_hwc_to_frame(uint8_frames(1)[0])
     image = frame_to_model(frame, model.dtype)
-    mask_latent = torch.zeros(1, 1, H // 8, W // 8)
-    mask_latent[..., 0, 1] = 1.0
+    mask = torch.zeros(1, 1, H, W)
+    mask[..., 0:8, 8:16] = 1.0  # latent cell (0, 1)
+    limited = dataclasses.replace(model.config.stream, region_latent=True, region_band=1)
     with torch.inference_mode():
-        _, full = run_model_step(model, "release", image, [])
-        decoded, kept = run_model_step(model, "release", image, [], region_mask=mask_latent, region_band=1)
+        _, full = model_forward(model, model.config.stream, image, None)
+        decoded, kept = model_forward(model, limited, image, None, mask=mask)
         source = model.encode(image.unsqueeze(2))[:, :, 0].float()
         roundtrip = model.decode(source.unsqueeze(2))[:, :, 0].float()
     assert torch.equal(kept[..., 0, 1], full[..., 0, 1])  # on the mask: the enhancer's latent
@@ -181,22 +183,28 @@ def test_bad_inputs_are_named(model):
         warped.step(frame, flow=torch.zeros(1, 2, H, W + 1))
     with pytest.raises(ValueError, match="mask was given, but no enabled stream option uses it"):
         stream(model).step(frame, mask=box_mask())
-    with pytest.raises(ValueError, match="needs the per-frame input mask"):
-        stream(model, region_pixel=True).step(frame)
     with pytest.raises(ValueError, match="depth"):
         stream(model, history_warp="depth").step(frame)
-    with pytest.raises(ValueError, match="references"):
-        warped.references()
     with pytest.raises(ValueError, match="prime"):
         warped.prime([frame])
     with pytest.raises(ValueError, match="shape"):
         stream(model).step_uint8(np.zeros((H, W, 4), np.uint8), "rgb")
 
 
-def test_multistream_asks_for_missing_per_frame_inputs(model):
-    """region_pixel needs a mask: a batched stream called without one gets an error saying where to pass it."""
-    multi = MultiStreamEnhancer(model, dataclasses.replace(model.config.stream, region_pixel=True))
-    with pytest.raises(ValueError, match="per-frame inputs"):
-        multi.step_many({"cam": torch.rand(1, 3, H, W)})
-    out = MultiStreamEnhancer(model).step_many({"cam": torch.rand(1, 3, H, W)})  # defaults still work
-    assert out["cam"].shape == (1, 3, H, W)
+def test_a_frame_without_a_mask_passes_through_at_the_stream_and_the_engine(model, caplog):
+    """One meaning of "no mask": the frame comes back unchanged with the flag, and history restarts."""
+    frames = [uint8_hwc_to_frame(f) for f in uint8_frames(3)]
+    limited = stream(model, region_pixel=True)
+    limited.step(frames[0], mask=box_mask())
+    out = limited.step(frames[1])
+    assert torch.equal(out, frames[1]) and limited.last_passthrough == "no_mask"
+    fresh = stream(model, region_pixel=True).step(frames[2], mask=box_mask())
+    assert torch.equal(limited.step(frames[2], mask=box_mask()), fresh)  # the history restarted
+    assert limited.last_passthrough is None
+    engine = Engine(model, EngineConfig(device="cpu"), dataclasses.replace(model.config.stream, region_pixel=True))
+    hwc = torch.from_numpy(uint8_frames(1)[0])
+    result = engine.step_many({"cam": hwc})["cam"]
+    assert result.passthrough == "no_mask" and result.output is hwc and result.error is None
+    assert "passes through unchanged" in caplog.text
+    out = Engine(model, EngineConfig(device="cpu")).step_many({"cam": torch.rand(1, 3, H, W)})["cam"]  # defaults
+    assert out.output.shape == (1, 3, H, W) and out.passthrough is None
