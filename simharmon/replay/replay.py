@@ -9,7 +9,8 @@ Output folder ``RUN``::
     metrics/per_frame.csv, metrics/per_frame.json, metrics/summary.json
     plots/psnr.png, plots/fmse.png, plots/warping_error.png, plots/latency.png
     report.html                           everything above in one self-contained page
-    enhanced.mcap                         with --mcap: the drive plus enhanced image topics
+    enhanced.mcap                         with --mcap: the drive plus enhanced image topics (a log: in its
+                                          own message types and encodings, simharmon.io.mcap_write)
 
 Cameras are enhanced in time order, interleaved frame by frame as a simulator would render them,
 each with its own StreamingEnhancer (its own history ring) on one shared model. A re-run with the
@@ -30,6 +31,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from ..io.atomic import atomic_write_json
 from ..io.drive import Drive, DriveError
+from ..io.drives import LOG_KINDS, open_drive
+from ..io.log_topics import LogSelection
 from ..models.bundled import BUNDLED_WEIGHTS, MODEL_CARD
 from .enhance import UNTRAINED_WARNING, build_backend, mask_input, prime_from_outputs, resolve_device, weights_field
 from .run_record import (
@@ -64,7 +67,9 @@ class ReplayOptions:
     device: str = "auto"
     drive_kind: str = "auto"
     fps: Optional[float] = None
-    cameras: Optional[Tuple[str, ...]] = None
+    cameras: Optional[Tuple[str, ...]] = None  # camera names or, for logs, image topics
+    topics: Tuple[str, ...] = ()  # a log's camera image topics (default: discovered)
+    mask_topics: Tuple[str, ...] = ()  # "IMAGE_TOPIC=MASK_TOPIC", or one bare mask topic
     max_frames: Optional[int] = None
     overwrite: bool = False
     trust_checkpoint: bool = False
@@ -82,6 +87,8 @@ class ReplayOptions:
         object.__setattr__(self, "drive", Path(self.drive))
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "weights", tuple(Path(w) for w in self.weights))
+        object.__setattr__(self, "topics", tuple(self.topics))
+        object.__setattr__(self, "mask_topics", tuple(self.mask_topics))
         if self.cameras is not None:
             object.__setattr__(self, "cameras", tuple(self.cameras))
             if not self.cameras:
@@ -241,14 +248,12 @@ def replay(options: ReplayOptions, log: Callable[[str], None] = _stderr) -> Repl
     """
     from ..config import config_to_dict
     from ..eval.evaluate import EvalOptions
-    from ..io.drives import open_drive
 
     began = time.perf_counter()
-    drive = open_drive(options.drive, options.drive_kind, options.fps)
-    names = list(options.cameras) if options.cameras else drive.cameras
-    for name in names:
-        if name not in drive.cameras:
-            raise DriveError(f"no camera {name!r} in {options.drive}; cameras: {drive.cameras}")
+    drive = open_drive(options.drive, options.drive_kind, options.fps, LogSelection(options.topics, options.mask_topics))
+    names = list(dict.fromkeys(drive.find_camera(c) for c in options.cameras)) if options.cameras else drive.cameras
+    for note in drive.notes:
+        log(f"note: {note}")
     device = resolve_device(options.device)
     eval_options = EvalOptions(options.raft_weights, options.lpips_backbone, options.lpips_heads, options.dino_weights,
                                options.out_of_frame, device, options.progress)  # validates the paths before any work
@@ -262,7 +267,7 @@ def replay(options: ReplayOptions, log: Callable[[str], None] = _stderr) -> Repl
         log(UNTRAINED_WARNING.format(name=config.name))
     if options.weights and Path(options.weights[0]).resolve() == BUNDLED_WEIGHTS.resolve():
         log(f"using the bundled default model {config.name!r} (model card: {MODEL_CARD})")
-    unmasked = [n for n in names if not drive.has("mask", n)]
+    unmasked = [drive.camera(n).title for n in names if not drive.has("mask", n)]
     if config.stream.uses_mask and unmasked:
         log(f"note: {config.name!r} harmonizes inserted actors and reads their masks; camera(s) {unmasked} of "
             f"{options.drive} have none, so their frames get an empty mask and pass through unchanged")
@@ -277,8 +282,11 @@ def replay(options: ReplayOptions, log: Callable[[str], None] = _stderr) -> Repl
         run_format=REPLAY_FORMAT, file=REPLAY_FILE,
         extra={"cameras": names, "frames_per_camera": {n: drive.frame_count(n) for n in names}},
     )
-    # Which cameras were replayed is part of what a resume must match.
+    # Which cameras were replayed (and from which topics) is part of what a resume must match.
     record.config = dict(record.config, replay_cameras=names)
+    if drive.info.kind in LOG_KINDS:
+        record.config["replay_topics"] = {n: drive.camera(n).label for n in names}
+        record.config["replay_companions"] = {n: drive.info.extra["companions"][n] for n in names}
     _prepare(out_dir, record, options.overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     for folder in (out_dir, out_dir / "metrics", out_dir / "plots", out_dir / "videos"):
