@@ -161,10 +161,11 @@ def evaluate_drive(drive: Drive, outputs: Dict[str, Sequence[Path]], latency: Di
     total = sum(len(paths) for paths in outputs.values())
     bar = tqdm(total=total, unit="frame", desc="evaluate", disable=not options.progress)
     for camera, paths in outputs.items():
+        title = drive.camera(camera).title  # rows and summaries name cameras as the user knows them
         has_gt, has_mask = drive.has("gt", camera), drive.has("mask", camera)
-        result.has_gt[camera], result.has_mask[camera] = has_gt, has_mask
+        result.has_gt[title], result.has_mask[title] = has_gt, has_mask
         flows = _FlowProvider(drive, camera, raft)
-        result.flow_source[camera] = flows.source
+        result.flow_source[title] = flows.source
         names = drive.frame_names(camera)
         previous: Dict[str, np.ndarray] = {}
         previous_rows: Dict[str, Dict[str, object]] = {}
@@ -188,7 +189,7 @@ def evaluate_drive(drive: Drive, outputs: Dict[str, Sequence[Path]], latency: Di
                 pair = flows.pair(index - 1, reference, gt if gt is not None else image)
             for method, output in candidates.items():
                 row: Dict[str, object] = {key: None for key in FRAME_FIELDS}
-                row.update(camera=camera, index=index, name=names[index], method=method)
+                row.update(camera=title, index=index, name=names[index], method=method)
                 if method != GROUND_TRUTH:
                     if gt is not None:
                         with one_thread():

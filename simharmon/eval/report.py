@@ -87,6 +87,9 @@ def write_report(path: Path, summary: Dict, plots: Dict[str, Path], videos: Dict
                         f"{drive.get('fps', '')} fps; cameras: {html.escape(', '.join(drive.get('cameras', [])))}; "
                         f"weights: {html.escape(str(summary.get('weights', '')))}; config: "
                         f"{html.escape(str(summary.get('config_name', '')))}</p>"]
+    if drive.get("notes"):
+        items = "".join(f"<li>{html.escape(str(note))}</li>" for note in drive["notes"])
+        parts.append(f"<p class='note'>Notes on the input:</p><ul class='note'>{items}</ul>")
     if summary.get("untrained"):
         parts.append("<p class='warn'><b>Untrained weights.</b> The enhancer ran with random weights: its numbers "
                      "only exercise the pipeline and are not meaningful enhancements.</p>")

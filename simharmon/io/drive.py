@@ -99,12 +99,22 @@ class Intrinsics:
 
 @dataclass(frozen=True)
 class CameraInfo:
-    """One camera: its name, frame size and (optional) intrinsics."""
+    """One camera: its name, frame size, (optional) intrinsics and label.
+
+    label: how the user knows the camera when that is not its folder-safe name (a log's image
+        topic); reports and metrics show :attr:`title`.
+    """
 
     name: str
     width: int
     height: int
     intrinsics: Optional[Intrinsics] = None
+    label: Optional[str] = None
+
+    @property
+    def title(self) -> str:
+        """The label when there is one, else the name."""
+        return self.label or self.name
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -155,12 +165,25 @@ class Drive:
         """Camera names, in the drive's order."""
         return [c.name for c in self.info.cameras]
 
+    @property
+    def notes(self) -> List[str]:
+        """What the reader wants the user to know about the drive (frames skipped, inputs ignored)."""
+        return []
+
     def camera(self, name: str) -> CameraInfo:
         """The :class:`CameraInfo` of camera ``name`` (KeyError naming the cameras if unknown)."""
         for camera in self.info.cameras:
             if camera.name == name:
                 return camera
         raise KeyError(f"no camera {name!r} in {self.info.path}; cameras: {self.cameras}")
+
+    def find_camera(self, text: str) -> str:
+        """The name of the camera called or labelled ``text`` (DriveError listing the cameras if none)."""
+        for camera in self.info.cameras:
+            if text in (camera.name, camera.label):
+                return camera.name
+        shown = ", ".join(c.name if c.label is None else f"{c.name} ({c.label})" for c in self.info.cameras)
+        raise DriveError(f"no camera {text!r} in {self.info.path}; cameras: {shown}")
 
     def frame_names(self, camera: str) -> List[str]:
         """Output file stem of each frame of ``camera``, in time order."""

@@ -1,4 +1,4 @@
-"""``open_drive(path)``: pick the reader for a drive folder, drivestudio scene, frame folder, video or MCAP."""
+"""``open_drive(path)``: pick the reader for a drive folder, drivestudio scene, frame folder, video, MCAP or rosbag2."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ from typing import Optional, Union
 
 from .drive import Drive, DriveError, FrameSourceDrive
 from .drive_folder import FolderDrive, is_drive_folder
+from .drive_mcap import McapDrive
 from .drivestudio import DriveStudioDrive, is_drivestudio_scene
 from .frame_sources import open_frame_source
+from .log_topics import LogSelection
+from .rosbag2 import is_rosbag2_folder
 
-__all__ = ["DRIVE_KINDS", "open_drive", "detect_kind"]
+__all__ = ["DRIVE_KINDS", "LOG_KINDS", "open_drive", "detect_kind"]
 
-DRIVE_KINDS = ("auto", "folder", "drivestudio", "frames", "video", "mcap")
+DRIVE_KINDS = ("auto", "folder", "drivestudio", "frames", "video", "mcap", "rosbag2")
+LOG_KINDS = ("mcap", "rosbag2")
 
 
 def detect_kind(path: Union[str, Path]) -> str:
@@ -25,19 +29,23 @@ def detect_kind(path: Union[str, Path]) -> str:
             return "folder"
         if is_drivestudio_scene(path):
             return "drivestudio"
+        if is_rosbag2_folder(path):
+            return "rosbag2"
         return "frames"
     if path.suffix.lower() == ".mcap":
         return "mcap"
     return "video"
 
 
-def open_drive(path: Union[str, Path], kind: str = "auto", fps: Optional[float] = None) -> Drive:
+def open_drive(path: Union[str, Path], kind: str = "auto", fps: Optional[float] = None,
+               selection: Optional[LogSelection] = None) -> Drive:
     """Open ``path`` as a :class:`Drive`.
 
     kind: "auto" (detect: ``drive.json`` -> our folder format; ``images/`` + ``ego_pose/`` ->
-        drivestudio; other folders -> a frame folder; ``.mcap`` -> MCAP; other files -> a video),
-        or one of "folder", "drivestudio", "frames", "video", "mcap".
+        drivestudio; ``metadata.yaml`` or ``.mcap`` files -> a rosbag2 folder; other folders -> a
+        frame folder; ``.mcap`` -> MCAP; other files -> a video), or one of DRIVE_KINDS.
     fps: override the frame rate (frame folders default to 30, drivestudio to 10).
+    selection: camera and mask topics of a log (``mcap``, ``rosbag2``); an error for other kinds.
     Raises FileNotFoundError for a missing path and DriveError / ValueError for bad content.
     """
     if kind not in DRIVE_KINDS:
@@ -45,14 +53,17 @@ def open_drive(path: Union[str, Path], kind: str = "auto", fps: Optional[float] 
     path = Path(path)
     detected = detect_kind(path)
     kind = detected if kind == "auto" else kind
+    if selection is not None and not selection.empty and kind not in LOG_KINDS:
+        raise DriveError(f"{path} is a {kind} drive: topics (--topic, --mask-topic) only apply to MCAP files and "
+                         "rosbag2 folders")
     if kind == "folder":
         drive: Drive = FolderDrive(path)
     elif kind == "drivestudio":
         drive = DriveStudioDrive(path) if fps is None else DriveStudioDrive(path, fps=fps)
-    elif kind == "mcap":
-        from .drive_mcap import McapDrive  # needs the optional-at-import mcap package
-
-        drive = McapDrive(path, fps=fps)
+    elif kind in LOG_KINDS:
+        if (kind == "rosbag2") != path.is_dir():
+            raise DriveError(f"{path} is not a {'rosbag2 folder' if kind == 'rosbag2' else '.mcap file'}")
+        drive = McapDrive(path, fps=fps, selection=selection)
     elif kind in ("frames", "video"):
         if (kind == "frames") != path.is_dir():
             raise DriveError(f"{path} is not a {'folder' if kind == 'frames' else 'video file'}")

@@ -1,4 +1,4 @@
-"""Foxglove ``CompressedImage`` / ``RawImage`` messages: decode (JSON or protobuf) and encode (JSON).
+"""Foxglove ``CompressedImage`` / ``RawImage`` / ``CameraCalibration`` messages: decode and encode.
 
 Field numbers and names follow Foxglove's published schemas (foxglove/schemas):
 
@@ -6,12 +6,13 @@ Field numbers and names follow Foxglove's published schemas (foxglove/schemas):
   data (2, bytes), format (3, string: ``png``, ``jpeg``, ``webp``);
 * ``foxglove.RawImage``: timestamp (1), frame_id (7), width (2, fixed32), height (3, fixed32),
   encoding (4, string), step (5, fixed32, bytes per row), data (6, bytes);
+* ``foxglove.CameraCalibration``: timestamp (1), frame_id (9), width (2), height (3),
+  distortion_model (4, string), D (5), K (6), R (7), P (8) (repeated double);
 * ``google.protobuf.Timestamp``: seconds (1, int64), nanos (2, int32).
 
 In the JSON encoding (``jsonschema`` schemas), the timestamp is ``{"sec", "nsec"}`` and ``data``
 is base64. Protobuf payloads are decoded with a small wire-format reader (the schemas' field
-numbers are all it needs), so no protobuf package is required; writing uses JSON, which the MCAP
-spec and Foxglove support without generated code.
+numbers are all it needs) and encoded with the Foxglove SDK's message classes; JSON both ways here.
 """
 
 from __future__ import annotations
@@ -23,24 +24,31 @@ import struct
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from foxglove.messages import CompressedImage, RawImage, Timestamp
+from PIL import Image
+
+from .image_pixels import MessageError, fields_to_rgb
 
 __all__ = [
     "COMPRESSED_IMAGE",
     "RAW_IMAGE",
+    "CAMERA_CALIBRATION",
     "IMAGE_SCHEMAS",
+    "SCHEMAS",
     "JSON_SCHEMAS",
     "MessageError",
+    "FoxgloveCodec",
     "decode_image_message",
     "encode_compressed_image_json",
-    "encode_raw_image_json",
     "encode_protobuf_fields",
     "decode_protobuf_fields",
 ]
 
 COMPRESSED_IMAGE = "foxglove.CompressedImage"
 RAW_IMAGE = "foxglove.RawImage"
+CAMERA_CALIBRATION = "foxglove.CameraCalibration"
 IMAGE_SCHEMAS = (COMPRESSED_IMAGE, RAW_IMAGE)
+SCHEMAS = (COMPRESSED_IMAGE, RAW_IMAGE, CAMERA_CALIBRATION)
 _TIME = {"type": "object", "properties": {"sec": {"type": "integer", "minimum": 0},
                                            "nsec": {"type": "integer", "minimum": 0, "maximum": 999999999}}}
 JSON_SCHEMAS: Dict[str, Dict[str, Any]] = {
@@ -56,13 +64,6 @@ JSON_SCHEMAS: Dict[str, Dict[str, Any]] = {
                        "data": {"type": "string", "contentEncoding": "base64"}},
     },
 }
-# RawImage encodings read here: (channels, order); 8UC1/8UC3 follow the OpenCV convention (BGR).
-_RAW_ENCODINGS = {"rgb8": (3, "rgb"), "bgr8": (3, "bgr"), "rgba8": (4, "rgb"), "bgra8": (4, "bgr"),
-                  "mono8": (1, "mono"), "8UC1": (1, "mono"), "8UC3": (3, "bgr")}
-
-
-class MessageError(ValueError):
-    """A message cannot be decoded as a Foxglove image."""
 
 
 # -- protobuf wire format -----------------------------------------------------------------------
@@ -143,6 +144,20 @@ def _fixed32(value: Any) -> int:
     return struct.unpack("<I", value)[0] if isinstance(value, (bytes, bytearray)) and len(value) == 4 else int(value)
 
 
+def _text(value: Any) -> str:
+    return bytes(value).decode("utf-8", errors="replace")
+
+
+def _doubles(values: List[Any]) -> List[float]:
+    """A repeated double field: packed (one bytes value) or not (8-byte values), in order."""
+    out: List[float] = []
+    for value in values:
+        if len(value) % 8:
+            raise MessageError("truncated repeated double field")
+        out.extend(float(x) for x in np.frombuffer(bytes(value), "<f8"))
+    return out
+
+
 def _protobuf_to_dict(schema: str, payload: bytes) -> Dict[str, Any]:
     fields = decode_protobuf_fields(payload)
     stamp = decode_protobuf_fields(_first(fields, 1, b""))
@@ -150,43 +165,100 @@ def _protobuf_to_dict(schema: str, payload: bytes) -> Dict[str, Any]:
     seconds = seconds - (1 << 64) if seconds >= 1 << 63 else seconds
     result: Dict[str, Any] = {"timestamp": {"sec": seconds, "nsec": _first(stamp, 2, 0)}}
     if schema == COMPRESSED_IMAGE:
-        result.update(data=bytes(_first(fields, 2, b"")), format=bytes(_first(fields, 3, b"")).decode("utf-8"),
-                      frame_id=bytes(_first(fields, 4, b"")).decode("utf-8"))
+        result.update(data=bytes(_first(fields, 2, b"")), format=_text(_first(fields, 3, b"")),
+                      frame_id=_text(_first(fields, 4, b"")))
+    elif schema == RAW_IMAGE:
+        result.update(width=_fixed32(_first(fields, 2, 0)), height=_fixed32(_first(fields, 3, 0)),
+                      encoding=_text(_first(fields, 4, b"")), step=_fixed32(_first(fields, 5, 0)),
+                      data=bytes(_first(fields, 6, b"")), frame_id=_text(_first(fields, 7, b"")))
     else:
         result.update(width=_fixed32(_first(fields, 2, 0)), height=_fixed32(_first(fields, 3, 0)),
-                      encoding=bytes(_first(fields, 4, b"")).decode("utf-8"), step=_fixed32(_first(fields, 5, 0)),
-                      data=bytes(_first(fields, 6, b"")), frame_id=bytes(_first(fields, 7, b"")).decode("utf-8"))
+                      distortion_model=_text(_first(fields, 4, b"")), D=_doubles(fields.get(5, [])),
+                      K=_doubles(fields.get(6, [])), R=_doubles(fields.get(7, [])), P=_doubles(fields.get(8, [])),
+                      frame_id=_text(_first(fields, 9, b"")))
     return result
 
 
-# -- images -------------------------------------------------------------------------------------
+# -- codec --------------------------------------------------------------------------------------
 
 
-def _raw_to_rgb(message: Dict[str, Any]) -> np.ndarray:
-    encoding = message.get("encoding", "")
-    if encoding not in _RAW_ENCODINGS:
-        raise MessageError(f"unsupported RawImage encoding {encoding!r}; supported: {sorted(_RAW_ENCODINGS)}")
-    channels, order = _RAW_ENCODINGS[encoding]
-    width, height = int(message.get("width", 0)), int(message.get("height", 0))
-    step = int(message.get("step", 0)) or width * channels
-    data = message["data"]
-    if width < 1 or height < 1 or step < width * channels or len(data) < step * (height - 1) + width * channels:
-        raise MessageError(f"RawImage {width}x{height} {encoding} with step {step} does not fit {len(data)} bytes")
-    rows = np.frombuffer(bytes(data[: step * height]).ljust(step * height, b"\0"), np.uint8).reshape(height, step)
-    pixels = rows[:, : width * channels].reshape(height, width, channels)
-    if order == "mono":
-        return np.repeat(pixels, 3, axis=2)
-    rgb = pixels[:, :, :3]
-    return np.ascontiguousarray(rgb[:, :, ::-1] if order == "bgr" else rgb)
+def _stamp_ns(stamp: Any) -> int:
+    if not isinstance(stamp, dict):
+        return 0
+    return int(stamp.get("sec", 0)) * 1_000_000_000 + int(stamp.get("nsec", stamp.get("nanosec", 0)))
 
 
-def _decode_compressed(message: Dict[str, Any]) -> np.ndarray:
-    try:
-        with Image.open(io.BytesIO(message["data"])) as picture:
-            picture.load()
-            return np.asarray(picture.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise MessageError(f"cannot decode CompressedImage ({message.get('format')!r}): {exc}") from exc
+class FoxgloveCodec:
+    """Decode (JSON or protobuf) and encode the Foxglove images and camera calibrations of one channel.
+
+    ``fields(payload)`` gives neutral fields (``simharmon.io.image_pixels``) plus ``stamp`` (ns) and
+    ``frame_id``; for a calibration, ``width``, ``height``, ``K`` (9), ``P`` (12) and
+    ``distortion_model``. ``encode(fields)`` writes image fields back as this channel's schema and
+    encoding (protobuf through the Foxglove SDK's own message classes).
+    """
+
+    family = "foxglove"
+
+    def __init__(self, schema: str, encoding: str):
+        if schema not in SCHEMAS:
+            raise MessageError(f"schema {schema!r} is not one of {SCHEMAS}")
+        if encoding not in ("json", "protobuf"):
+            raise MessageError(f"message encoding {encoding!r} is not supported for {schema} (json or protobuf)")
+        self.schema, self.encoding = schema, encoding
+        self.kind = "calibration" if schema == CAMERA_CALIBRATION else "image"
+
+    def _message(self, payload: bytes) -> Dict[str, Any]:
+        if self.encoding == "protobuf":
+            return _protobuf_to_dict(self.schema, payload)
+        try:
+            message = json.loads(payload)
+            if not isinstance(message, dict):
+                raise ValueError("not a JSON object")
+            if self.kind == "image":
+                message["data"] = base64.b64decode(message.get("data", ""), validate=True)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise MessageError(f"invalid JSON {self.schema} message: {exc}") from exc
+        return message
+
+    def fields(self, payload: bytes) -> Dict[str, Any]:
+        message = self._message(payload)
+        try:
+            fields: Dict[str, Any] = {"stamp": _stamp_ns(message.get("timestamp")),
+                                      "frame_id": str(message.get("frame_id", ""))}
+            if self.schema == COMPRESSED_IMAGE:
+                fields.update(format=str(message.get("format", "")), data=message["data"])
+            elif self.schema == RAW_IMAGE:
+                fields.update({k: message.get(k, 0) for k in ("width", "height", "step")},
+                              encoding=str(message.get("encoding", "")), data=message["data"], is_bigendian=False)
+            else:
+                fields.update(width=int(message.get("width", 0)), height=int(message.get("height", 0)),
+                              distortion_model=str(message.get("distortion_model", "")),
+                              K=[float(x) for x in message.get("K") or []], P=[float(x) for x in message.get("P") or []])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MessageError(f"invalid {self.schema} message: {exc}") from exc
+        return fields
+
+    def encode(self, fields: Dict[str, Any]) -> bytes:
+        """Image ``fields`` -> this channel's message bytes (header stamp and frame_id kept)."""
+        if self.kind != "image":
+            raise MessageError(f"cannot encode {self.schema} messages")
+        stamp = int(fields["stamp"])
+        if self.encoding == "protobuf":
+            timestamp = Timestamp(stamp // 1_000_000_000, stamp % 1_000_000_000)
+            if self.schema == COMPRESSED_IMAGE:
+                return CompressedImage(timestamp=timestamp, frame_id=fields["frame_id"], data=bytes(fields["data"]),
+                                       format=fields["format"]).encode()
+            return RawImage(timestamp=timestamp, frame_id=fields["frame_id"], width=int(fields["width"]),
+                            height=int(fields["height"]), encoding=fields["encoding"], step=int(fields["step"]),
+                            data=bytes(fields["data"])).encode()
+        message: Dict[str, Any] = {"timestamp": _stamp(stamp), "frame_id": fields["frame_id"],
+                                   "data": base64.b64encode(bytes(fields["data"])).decode("ascii")}
+        if self.schema == COMPRESSED_IMAGE:
+            message["format"] = fields["format"]
+        else:
+            message.update(width=int(fields["width"]), height=int(fields["height"]), encoding=fields["encoding"],
+                           step=int(fields["step"]))
+        return json.dumps(message, separators=(",", ":")).encode("utf-8")
 
 
 def decode_image_message(schema: str, encoding: str, payload: bytes) -> Tuple[np.ndarray, int]:
@@ -197,20 +269,8 @@ def decode_image_message(schema: str, encoding: str, payload: bytes) -> Tuple[np
     """
     if schema not in IMAGE_SCHEMAS:
         raise MessageError(f"schema {schema!r} is not a Foxglove image ({IMAGE_SCHEMAS})")
-    if encoding == "json":
-        try:
-            message = json.loads(payload)
-            message["data"] = base64.b64decode(message.get("data", ""), validate=True)
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise MessageError(f"invalid JSON {schema} message: {exc}") from exc
-    elif encoding == "protobuf":
-        message = _protobuf_to_dict(schema, payload)
-    else:
-        raise MessageError(f"message encoding {encoding!r} is not supported for {schema} (json or protobuf)")
-    stamp = message.get("timestamp") or {}
-    nanoseconds = int(stamp.get("sec", 0)) * 1_000_000_000 + int(stamp.get("nsec", 0))
-    image = _decode_compressed(message) if schema == COMPRESSED_IMAGE else _raw_to_rgb(message)
-    return image, nanoseconds
+    fields = FoxgloveCodec(schema, encoding).fields(payload)
+    return fields_to_rgb(fields), fields["stamp"]
 
 
 def _stamp(nanoseconds: int) -> Dict[str, int]:
@@ -223,15 +283,4 @@ def encode_compressed_image_json(image: np.ndarray, timestamp_ns: int, frame_id:
     Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", compress_level=6)
     message = {"timestamp": _stamp(timestamp_ns), "frame_id": frame_id,
                "data": base64.b64encode(buffer.getvalue()).decode("ascii"), "format": "png"}
-    return json.dumps(message, separators=(",", ":")).encode("utf-8")
-
-
-def encode_raw_image_json(image: np.ndarray, timestamp_ns: int, frame_id: str = "") -> bytes:
-    """A JSON ``foxglove.RawImage`` (``rgb8``, or ``mono8`` for ``[H, W]``) holding ``image``."""
-    image = np.ascontiguousarray(image)
-    encoding = "mono8" if image.ndim == 2 else "rgb8"
-    height, width = image.shape[:2]
-    message = {"timestamp": _stamp(timestamp_ns), "frame_id": frame_id, "width": width, "height": height,
-               "encoding": encoding, "step": width * (1 if image.ndim == 2 else 3),
-               "data": base64.b64encode(image.tobytes()).decode("ascii")}
     return json.dumps(message, separators=(",", ":")).encode("utf-8")

@@ -28,6 +28,7 @@ __all__ = [
     "open_frame_source",
     "natural_sort_key",
     "load_image_rgb",
+    "picture_to_rgb",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -49,7 +50,7 @@ def natural_sort_key(name: str) -> tuple:
     return key + ((2, name),)  # exact name last, so the order is total
 
 
-def _to_rgb_array(picture: Image.Image) -> np.ndarray:
+def picture_to_rgb(picture: Image.Image) -> np.ndarray:
     """PIL image of any common mode -> uint8 ``[H, W, 3]``."""
     if picture.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16/32-bit greyscale: PIL's convert("RGB") clips instead of scaling, so scale by hand.
@@ -76,7 +77,7 @@ def load_image_rgb(path: PathLike) -> np.ndarray:
     try:
         with Image.open(path) as picture:
             picture.load()  # decode now so truncation errors surface here, not later
-            return _to_rgb_array(picture)
+            return picture_to_rgb(picture)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise FrameReadError(f"cannot read image {path}: {exc} (corrupt, truncated or not an image?)") from exc
 

@@ -21,7 +21,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``replay`` arguments to ``parser``."""
     parser.add_argument("drive", type=Path, metavar="DRIVE",
                         help="a drive folder (drive.json, docs/DRIVE_FORMAT.md), a drivestudio scene, an .mcap file "
-                             "with foxglove image topics, a video, or a folder of frames")
+                             "(ROS 2 or Foxglove image topics), a rosbag2 folder (MCAP storage), a video, or a "
+                             "folder of frames")
     parser.add_argument("--out", type=Path, required=True, metavar="RUN",
                         help="output folder (enhanced frames, videos, metrics, plots, report.html); re-running with "
                              "the same RUN resumes")
@@ -33,7 +34,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", default="auto", choices=DRIVE_KINDS, help="drive reader (default: detect)")
     parser.add_argument("--fps", type=_positive_float, default=None, help="override the drive's frame rate")
     parser.add_argument("--camera", action="append", default=[], metavar="NAME",
-                        help="replay only this camera (repeatable; default: all)")
+                        help="replay only this camera, by name or (logs) by image topic (repeatable; default: all)")
+    parser.add_argument("--topic", action="append", default=[], metavar="IMAGE_TOPIC",
+                        help="logs: use this image topic as a camera (repeatable; default: every image topic except "
+                             "companions, see docs/DRIVE_FORMAT.md)")
+    parser.add_argument("--mask-topic", action="append", default=[], metavar="[IMAGE_TOPIC=]MASK_TOPIC",
+                        help="logs: read this camera's actor masks from MASK_TOPIC (default: IMAGE_TOPIC/mask, "
+                             "NAMESPACE/mask or NAMESPACE/mask/<image leaf>); repeatable")
     parser.add_argument("--max-frames", type=_positive_int, default=None, metavar="N",
                         help="enhance only the first N frames of each camera (a later run without it continues)")
     parser.add_argument("--raft-weights", type=Path, default=None, metavar="PATH",
@@ -48,7 +55,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warp-out-of-frame", choices=("occluded", "clamp"), default="occluded",
                         help="warping error: count pixels whose flow leaves the image as occluded (default) or "
                              "compare them with the border like Lai et al.'s code (clamp)")
-    parser.add_argument("--mcap", action="store_true", help="also write RUN/enhanced.mcap with enhanced image topics")
+    parser.add_argument("--mcap", action="store_true",
+                        help="also write RUN/enhanced.mcap: a log is copied with <topic>/enhanced topics in its own "
+                             "message type and encoding (ROS 2 in, ROS 2 out); other drives as foxglove images")
     parser.add_argument("--overwrite", action="store_true",
                         help="discard the outputs of a different earlier run in RUN instead of refusing")
     parser.add_argument("--trust-checkpoint", action="store_true",
@@ -62,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     options = ReplayOptions(
         drive=args.drive, out=args.out, weights=tuple(args.weights), config=args.config, nontemporal=args.nontemporal,
         device=args.device, drive_kind=args.kind, fps=args.fps, cameras=tuple(args.camera) or None,
+        topics=tuple(args.topic), mask_topics=tuple(args.mask_topic),
         max_frames=args.max_frames, overwrite=args.overwrite, trust_checkpoint=args.trust_checkpoint,
         use_ema=args.ema, raft_weights=args.raft_weights, lpips_backbone=args.lpips_backbone,
         lpips_heads=args.lpips_heads, dino_weights=args.dino_weights, out_of_frame=args.warp_out_of_frame,

@@ -9,7 +9,8 @@ Output folder ``RUN``::
     metrics/per_frame.csv, metrics/per_frame.json, metrics/summary.json
     plots/psnr.png, plots/fmse.png, plots/warping_error.png, plots/latency.png
     report.html                           everything above in one self-contained page
-    enhanced.mcap                         with --mcap: the drive plus enhanced image topics
+    enhanced.mcap                         with --mcap: the drive plus enhanced image topics (a log: in its
+                                          own message types and encodings, simharmon.io.mcap_write)
 
 Cameras are enhanced in time order, interleaved frame by frame as a simulator would render them,
 each a stream of one engine from the runtime factory (its own history slot), with the per-frame
@@ -35,7 +36,8 @@ from tqdm import tqdm
 from ..eval.evaluate import EvalOptions
 from ..io.atomic import atomic_save_png, atomic_write_json
 from ..io.drive import Drive, DriveError
-from ..io.drives import open_drive
+from ..io.drives import LOG_KINDS, open_drive
+from ..io.log_topics import LogSelection
 from ..runtime import Engine, RuntimeSpec, resolve_device
 from ..runtime.inputs import NO_MASK
 from .replay_outputs import write_outputs
@@ -72,7 +74,9 @@ class ReplayOptions:
     device: str = "auto"
     drive_kind: str = "auto"
     fps: Optional[float] = None
-    cameras: Optional[Tuple[str, ...]] = None
+    cameras: Optional[Tuple[str, ...]] = None  # camera names or, for logs, image topics
+    topics: Tuple[str, ...] = ()  # a log's camera image topics (default: discovered)
+    mask_topics: Tuple[str, ...] = ()  # "IMAGE_TOPIC=MASK_TOPIC", or one bare mask topic
     max_frames: Optional[int] = None
     overwrite: bool = False
     trust_checkpoint: bool = False
@@ -91,6 +95,8 @@ class ReplayOptions:
         object.__setattr__(self, "drive", Path(self.drive))
         object.__setattr__(self, "out", Path(self.out))
         object.__setattr__(self, "weights", tuple(Path(w) for w in self.weights))
+        object.__setattr__(self, "topics", tuple(self.topics))
+        object.__setattr__(self, "mask_topics", tuple(self.mask_topics))
         if self.cameras is not None:
             object.__setattr__(self, "cameras", tuple(self.cameras))
             if not self.cameras:
@@ -265,11 +271,10 @@ def replay(options: ReplayOptions, log: Callable[[str], None] = _stderr) -> Repl
     recorded in ``replay.json`` (status "interrupted") and re-raised; a re-run resumes.
     """
     began = time.perf_counter()
-    drive = open_drive(options.drive, options.drive_kind, options.fps)
-    names = list(options.cameras) if options.cameras else drive.cameras
-    for name in names:
-        if name not in drive.cameras:
-            raise DriveError(f"no camera {name!r} in {options.drive}; cameras: {drive.cameras}")
+    drive = open_drive(options.drive, options.drive_kind, options.fps, LogSelection(options.topics, options.mask_topics))
+    names = list(dict.fromkeys(drive.find_camera(c) for c in options.cameras)) if options.cameras else drive.cameras
+    for note in drive.notes:
+        log(f"note: {note}")
     device = resolve_device(options.device)
     spec = RuntimeSpec(weights=tuple(options.weights), config=options.config, device=device,
                        backend=options.backend, use_ema=options.use_ema, trusted=options.trust_checkpoint,
@@ -279,7 +284,7 @@ def replay(options: ReplayOptions, log: Callable[[str], None] = _stderr) -> Repl
     session = open_runtime(spec, log)
     engine, config = session.engine, session.config
     untrained = session.untrained
-    unmasked = [n for n in names if not drive.has("mask", n)]
+    unmasked = [drive.camera(n).title for n in names if not drive.has("mask", n)]
     if engine.reads_masks and unmasked:
         log(NO_MASK_NOTE.format(name=config.name, where=f"camera(s) {unmasked} of {options.drive}",
                                 advice="their frames pass through unchanged"))
@@ -295,8 +300,11 @@ def replay(options: ReplayOptions, log: Callable[[str], None] = _stderr) -> Repl
         extra={"cameras": names, "frames_per_camera": {n: drive.frame_count(n) for n in names},
                "engine": engine.describe()},
     )
-    # Which cameras were replayed is part of what a resume must match.
+    # Which cameras were replayed (and from which topics) is part of what a resume must match.
     record.config = dict(record.config, replay_cameras=names)
+    if drive.info.kind in LOG_KINDS:
+        record.config["replay_topics"] = {n: drive.camera(n).label for n in names}
+        record.config["replay_companions"] = {n: drive.info.extra["companions"][n] for n in names}
     _prepare(out_dir, record, options.overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     for folder in (out_dir, out_dir / "metrics", out_dir / "plots", out_dir / "videos"):

@@ -53,7 +53,8 @@ def side_by_side_frames(drive: Drive, outputs: Dict[str, Sequence[Path]]) -> Ite
             tiles = {"input": image, "reinhard": reinhard, "enhanced": load_image_rgb(outputs[camera][index])}
             if "ground truth" in columns[camera]:
                 tiles["ground truth"] = drive.read_gt(camera, index)
-            labels = np.concatenate([_label_strip(t.shape[1], f"{camera} {label}") for label, t in tiles.items()], axis=1)
+            title = drive.camera(camera).title
+            labels = np.concatenate([_label_strip(t.shape[1], f"{title} {label}") for label, t in tiles.items()], axis=1)
             row = np.concatenate([labels, np.concatenate(list(tiles.values()), axis=1)], axis=0)
             if row.shape[1] < width:
                 row = np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)))
@@ -80,7 +81,7 @@ def _write_videos(drive: Drive, out_dir: Path, outputs: Dict[str, Sequence[Path]
         if paths:
             path = out_dir / "videos" / f"{camera}_enhanced.mp4"
             write_mp4(path, counted(load_image_rgb(p) for p in paths), drive.info.fps)
-            videos[f"{camera} enhanced"] = path
+            videos[f"{drive.camera(camera).title} enhanced"] = path
     if any(outputs.values()):
         path = out_dir / "videos" / "side_by_side.mp4"
         write_mp4(path, counted(side_by_side_frames(drive, outputs)), drive.info.fps)
@@ -102,8 +103,12 @@ def write_outputs(drive: Drive, out_dir: Path, outputs: Dict[str, Sequence[Path]
         log("nothing enhanced yet: no metrics or report written")
         return
     evaluation = evaluate_drive(drive, outputs, latency, eval_options)
+    titles = {c: drive.camera(c).title for c in outputs}
     drive_info = {"name": drive.info.name, "path": drive.info.path, "kind": drive.info.kind, "fps": drive.info.fps,
-                  "cameras": list(outputs), "frames": {c: len(p) for c, p in outputs.items()}}
+                  "cameras": [titles[c] for c in outputs], "frames": {titles[c]: len(p) for c, p in outputs.items()},
+                  "folders": {titles[c]: c for c in outputs}}
+    if drive.notes:
+        drive_info["notes"] = drive.notes
     summary = summarize(evaluation, dict(context, drive=drive_info))
     metrics = out_dir / "metrics"
     write_rows_csv(metrics / "per_frame.csv", evaluation.rows)
@@ -115,8 +120,8 @@ def write_outputs(drive: Drive, out_dir: Path, outputs: Dict[str, Sequence[Path]
     result.videos = videos
     result.report_path = write_report(out_dir / "report.html", summary, plots, videos)
     if mcap:
-        from ..io.drive_mcap import write_mcap
         from ..io.frame_sources import load_image_rgb
+        from ..io.mcap_write import write_mcap
 
         enhanced = {c: (lambda paths=paths: (load_image_rgb(p) for p in paths)) for c, paths in outputs.items()}
         result.mcap_path = write_mcap(drive, out_dir / "enhanced.mcap", enhanced, progress=eval_options.progress)

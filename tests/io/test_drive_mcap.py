@@ -11,9 +11,11 @@ from mcap.writer import Writer
 from PIL import Image
 
 from simharmon.io.drive import DriveError
-from simharmon.io.drive_mcap import McapDrive, write_mcap
+from simharmon.io.drive_mcap import McapDrive
 from simharmon.io.drives import open_drive
 from simharmon.io.foxglove import decode_protobuf_fields, encode_protobuf_fields
+from simharmon.io.log_topics import LogSelection
+from simharmon.io.mcap_write import write_mcap
 
 
 def _timestamp(ns):
@@ -66,13 +68,13 @@ def test_reads_foxglove_images(tmp_path, raw, encoding):
     frames = _frames()
     _fixture(tmp_path / "drive.mcap", frames, raw=raw, encoding=encoding)
     drive = open_drive(tmp_path / "drive.mcap")
-    assert isinstance(drive, McapDrive) and drive.cameras == ["cam_front_image_raw"]
-    assert drive.info.fps == pytest.approx(10.0) and drive.frame_count("cam_front_image_raw") == 4
-    assert drive.timestamps_ns("cam_front_image_raw")[1] - drive.timestamps_ns("cam_front_image_raw")[0] == 10**8
-    for index, _name, image in drive.iter_frames("cam_front_image_raw"):
+    assert isinstance(drive, McapDrive) and drive.cameras == ["cam_front"]
+    assert drive.info.fps == pytest.approx(10.0) and drive.frame_count("cam_front") == 4
+    assert drive.timestamps_ns("cam_front")[1] - drive.timestamps_ns("cam_front")[0] == 10**8
+    for index, _name, image in drive.iter_frames("cam_front"):
         assert np.array_equal(image, frames[index])
-    assert np.array_equal(drive.read_frame("cam_front_image_raw", 2), frames[2])
-    assert np.array_equal(list(drive.iter_frames("cam_front_image_raw", 3))[0][2], frames[3])
+    assert np.array_equal(drive.read_frame("cam_front", 2), frames[2])
+    assert np.array_equal(list(drive.iter_frames("cam_front", 3))[0][2], frames[3])
 
 
 def test_write_then_read_round_trips_exactly_with_enhanced_topics(tmp_path):
@@ -92,8 +94,11 @@ def test_write_then_read_round_trips_exactly_with_enhanced_topics(tmp_path):
     copy = open_drive(write_mcap(drive, tmp_path / "copy.mcap", {"rear": lambda: iter(scenes["rear"]["gt"])}))
     topics = set(copy.info.extra["topics"].values())
     assert topics == {"/front/image", "/rear/image"}
-    enhanced_topic = McapDrive(tmp_path / "copy.mcap")._topics["/rear/image/enhanced"]
-    assert len(enhanced_topic.times) == 3 and "/front/image/enhanced" in McapDrive(path)._topics
+    assert copy.camera("rear").label == "/rear/image"
+    rear = McapDrive(tmp_path / "copy.mcap", selection=LogSelection(topics=("/rear/image/enhanced",)))
+    assert rear.frame_count(rear.cameras[0]) == 3 and "/front/image/enhanced" in McapDrive(path).log.channels
+    for t in range(3):
+        assert np.array_equal(rear.read_frame(rear.cameras[0], t), scenes["rear"]["gt"][t])
 
 
 def test_corrupt_and_empty_files(tmp_path):
@@ -109,7 +114,7 @@ def test_corrupt_and_empty_files(tmp_path):
         writer = Writer(handle)
         writer.start()
         writer.finish()
-    with pytest.raises(DriveError, match="no foxglove"):
+    with pytest.raises(DriveError, match="no camera image topics"):
         McapDrive(tmp_path / "none.mcap")
 
 

@@ -11,6 +11,7 @@ from simharmon.cli import main
 from simharmon.config import load_config
 from simharmon.io.drive_mcap import McapDrive
 from simharmon.io.frame_sources import open_frame_source
+from simharmon.io.log_topics import LogSelection
 from tests.fake_engine import FakeEngine
 from tests.io.drive_helpers import write_small_drive
 
@@ -151,11 +152,12 @@ def test_mcap_export(fake, drive, tmp_path):
     assert replay(drive, tmp_path / "run", "--max-frames", "2", "--mcap") == 0
     exported = McapDrive(tmp_path / "run" / "enhanced.mcap")
     assert exported.cameras == ["front", "rear"] and exported.frame_count("front") == FRAMES
-    enhanced = exported._topics["/front/image/enhanced"]
-    assert len(enhanced.times) == 2
+    assert exported.timestamps_ns("front") == [round(i * 1e9 / 10.0) for i in range(FRAMES)]  # index / fps
+    enhanced = McapDrive(tmp_path / "run" / "enhanced.mcap", selection=LogSelection(topics=("/front/image/enhanced",)))
+    assert enhanced.frame_count(enhanced.cameras[0]) == 2
+    assert enhanced.timestamps_ns(enhanced.cameras[0]) == exported.timestamps_ns("front")[:2]
     first = open_frame_source(tmp_path / "run" / "cameras" / "front" / "enhanced").read(0)
-    decoded = next(exported._iter_topic("/front/image/enhanced"))[1]
-    assert np.array_equal(decoded, first)
+    assert np.array_equal(enhanced.read_frame(enhanced.cameras[0], 0), first)
 
 
 @pytest.mark.parametrize("args, message", [
