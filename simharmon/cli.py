@@ -9,14 +9,16 @@ Expected failures (bad paths, bad input, incompatible output folders) are report
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+from . import __version__
 from .argtypes import positive_int as _positive_int
 
-__all__ = ["main", "build_parser", "subcommand", "Subcommand", "SUBCOMMANDS"]
+__all__ = ["main", "build_parser", "package_version", "subcommand", "Subcommand", "SUBCOMMANDS"]
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -140,9 +142,18 @@ subcommand("train", help=_train_cli.HELP, configure=_train_cli.configure)(_train
 # -- entry point --------------------------------------------------------------------------------
 
 
+def package_version() -> str:
+    """The installed distribution's version (its metadata), else the source tree's ``__version__``."""
+    try:
+        return importlib.metadata.version("simharmon")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per registered subcommand."""
     parser = argparse.ArgumentParser(prog="simharmon", description="Real-time frame enhancer runtime for driving simulators.")
+    parser.add_argument("--version", action="version", version=f"simharmon {package_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in SUBCOMMANDS.values():
         sub = commands.add_parser(command.name, help=command.help, description=command.help)
