@@ -181,6 +181,7 @@ class Check:
                      "(plumbing only, not a result)")
 
     def fail_setup(self, why: str, result: dict) -> None:
+        self.say(f"SETUP FAILED: {why}")
         self.report["steps"].append({"name": "setup", "status": "failed", "reason": why, **result})
         self.finish()
         sys.exit(1)
