@@ -236,8 +236,7 @@ class Check:
 
     def kernels(self) -> bool:
         out = self.work / "kernels.json"
-        gpu = [sys.executable, "benchmarks/kernels.py", "--out", str(out)] + (["--iters", "20"] if self.args.quick else [])
-        cpu = [sys.executable, "benchmarks/kernels.py", "--smoke", "--out", str(out)]
+        gpu, cpu = kernels_commands(self.mode, out)
 
         def read():
             report = json.loads(out.read_text())
@@ -251,11 +250,7 @@ class Check:
 
     def fps(self) -> bool:
         out = self.work / "fps.json"
-        cfg = FPS[self.mode]
-        gpu = [sys.executable, "benchmarks/fps.py", "--config", "cosmos-0.6b", "--width", "1024", "--height", "576",
-               "--cases", FPS_CASES, "--backends", cfg["backend"], "--best", cfg["backend"], "--frames",
-               str(cfg["frames"]), "--warmup", "10", "--out", str(out)]  # fmt: skip
-        cpu = [sys.executable, "benchmarks/fps.py", "--smoke", "--cases", FPS_CASES, "--out", str(out)]
+        gpu, cpu = fps_commands(self.mode, out)
 
         def read():
             report = json.loads(out.read_text())
@@ -289,6 +284,21 @@ class Check:
         self.say(f"{'OK' if self.report['ok'] else 'FAILED'}: wrote {self.json_path}\nlog: {self.log_path}")
         self.log.close()
         shutil.rmtree(self.work, ignore_errors=True)  # carried wheels, JUnit XML, step outputs (all embedded above)
+
+
+def kernels_commands(mode: str, out: Path) -> tuple:
+    """(GPU command, CPU stand-in) of the kernels step; arguments after the script are kernels.py's."""
+    gpu = [sys.executable, "benchmarks/kernels.py", "--out", str(out)] + (["--iters", "20"] if mode == "quick" else [])
+    return gpu, [sys.executable, "benchmarks/kernels.py", "--smoke", "--out", str(out)]
+
+
+def fps_commands(mode: str, out: Path) -> tuple:
+    """(GPU command, CPU stand-in) of the fps step; arguments after the script are fps.py's."""
+    cfg = FPS[mode]
+    gpu = [sys.executable, "benchmarks/fps.py", "--config", "cosmos-0.6b", "--width", "1024", "--height", "576",
+           "--cases", FPS_CASES, "--backends", cfg["backend"], "--best", cfg["backend"], "--frames", str(cfg["frames"]),
+           "--warmup", "10", "--out", str(out)]  # fmt: skip
+    return gpu, [sys.executable, "benchmarks/fps.py", "--smoke", "--cases", FPS_CASES, "--out", str(out)]
 
 
 def _now() -> str:

@@ -96,7 +96,6 @@ enum class Order { forward = 0, reverse = 1, shuffled = 2 };
 enum class Status { ready, waiting, done };
 
 struct Barrier {
-  const char* what = "";
   unsigned expected = 0, arrived = 0;
   unsigned mask = 0;  // warp barriers: the mask every participant must pass
   int any = 0, all = 1, count = 0;
@@ -295,7 +294,6 @@ inline std::string deadlock_message(const Block& b) {
 inline bool run_block(Block& b, const Stacks& stacks, Order order, std::mt19937& rng) {
   unsigned warps = (b.threads + kWarp - 1) / kWarp;
   b.block_barrier = Barrier();
-  b.block_barrier.what = "__syncthreads";
   b.block_barrier.expected = b.threads;
   b.warp_barriers.assign(warps, Barrier());
   b.slots.assign(static_cast<std::size_t>(warps) * 2 * kWarp, 0);

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import gpu_check
+from benchmarks import fps, gpu_check
 
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
+without_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
 
 
 def report_of(out: Path) -> dict:
@@ -20,6 +20,7 @@ def report_of(out: Path) -> dict:
     return json.loads(path.read_text())
 
 
+@without_gpu
 @pytest.mark.slow
 def test_cpu_run_skips_every_gpu_step_and_runs_the_stand_ins(tmp_path, capsys):
     code = gpu_check.main(["--quick", "--out", str(tmp_path), "--tests", "tests/ops/test_kernels_gpu.py"])
@@ -40,6 +41,7 @@ def test_cpu_run_skips_every_gpu_step_and_runs_the_stand_ins(tmp_path, capsys):
     assert "benchmarks/fps.py --smoke" in Path(report["log"]).read_text()
 
 
+@without_gpu
 def test_a_wrong_result_stops_the_run(tmp_path, capsys):
     wrong = tmp_path / "test_wrong_on_purpose.py"
     wrong.write_text("import pytest\n\n\n@pytest.mark.gpu\ndef test_wrong():\n    assert 1 + 1 == 3\n")
@@ -53,3 +55,21 @@ def test_a_wrong_result_stops_the_run(tmp_path, capsys):
     assert any("test_wrong" in p for p in step["problems"])
     assert step["result"]["tests"][0]["outcome"] == "failed"
     assert "STOPPING at the first wrong result" in printed and "FAILED: wrote" in printed
+
+
+@pytest.mark.parametrize("mode", ["quick", "full"])
+def test_the_gpu_commands_parse_as_the_issue_asks(mode, tmp_path):
+    """What a GPU run would execute: valid arguments of fps.py, cosmos-0.6b at 1024x576, K = 4, the
+    three cases side by side, >= 200 timed frames in the full run."""
+    gpu, cpu = gpu_check.fps_commands(mode, tmp_path / "fps.json")
+    assert gpu[1] == cpu[1] == "benchmarks/fps.py"
+    args = fps.parse_args(gpu[2:])
+    assert (args.config, args.width, args.height, args.device, args.dtype) == ("cosmos-0.6b", 1024, 576, "cuda",
+                                                                                "bfloat16")
+    assert args.cases.split(",") == ["release_loop", "exact", "per_frame"] and args.best == args.backends
+    assert args.frames >= (200 if mode == "full" else 100)
+    assert fps.parse_args(cpu[2:]).smoke
+    gpu, cpu = gpu_check.kernels_commands(mode, tmp_path / "kernels.json")
+    assert gpu[1] == cpu[1] == "benchmarks/kernels.py" and "--smoke" in cpu and "--smoke" not in gpu
+    limits = gpu_check.LIMITS[mode]
+    assert sum(limits.values()) <= (420 if mode == "full" else 210)  # + set-up: within 8 / 4 minutes

