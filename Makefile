@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test lint venv cpp replay-demo bench-bridge bench-default-model
+.PHONY: demo test lint venv cpp replay-demo bench-bridge bench-default-model gpu-check
 
 $(VENV)/.runtime-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,3 +40,9 @@ cpp:
 
 bench-bridge: $(VENV)/.runtime-installed
 	$(PY) benchmarks/bridge.py
+
+# The one GPU command (README "GPU check"): tests, kernel and fps benchmarks -> one JSON + log.
+# Runs with the machine's python3 (torch preinstalled) unless $(VENV) exists; ARGS=--quick for <= 4 min.
+GPU_PY ?= $(shell test -x $(PY) && echo $(PY) || echo $(PYTHON))
+gpu-check:
+	$(GPU_PY) benchmarks/gpu_check.py $(ARGS)

@@ -1,7 +1,9 @@
 // Shared device helpers for the simharmon kernels.
 //
 // Deliberately free of CUDA headers (no cuda_fp16.h / cuda_bf16.h): the same text compiles under
-// nvcc (the CI check) and under NVRTC through cupy's RawModule, where include paths are not set up.
+// nvcc (the CI check), under NVRTC through cupy's RawModule, where include paths are not set up,
+// and as host C++ against kernels/host/cuda_host.hpp (CI runs every kernel on the CPU that way).
+// The only host-specific code is under #ifndef __CUDA_ARCH__, beside the inline PTX it replaces.
 // Every kernel computes in fp32; fp16/bf16 are storage types only.
 #pragma once
 
@@ -13,9 +15,21 @@ struct bf16 { unsigned short bits; };
 
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(f16 x) {
+#ifdef __CUDA_ARCH__
   float f;
   asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x.bits));
   return f;
+#else  // host build (kernels/host): exact widening; NaN -> the canonical NaN
+  unsigned int h = x.bits, sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  if (e == 0x1fu) return __uint_as_float(m ? 0x7fffffffu : sign | 0x7f800000u);
+  if (e == 0u) {
+    if (m == 0u) return __uint_as_float(sign);
+    e = 1u;  // subnormal: m * 2^-24, normalized below
+    while (!(m & 0x400u)) { m <<= 1; e -= 1u; }
+    m &= 0x3ffu;
+  }
+  return __uint_as_float(sign | ((e + 112u) << 23) | (m << 13));
+#endif
 }
 __device__ __forceinline__ float to_f32(bf16 x) { return __uint_as_float(((unsigned int)x.bits) << 16); }
 
@@ -23,7 +37,32 @@ template <typename T> __device__ __forceinline__ T from_f32(float x);
 template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
 template <> __device__ __forceinline__ f16 from_f32<f16>(float x) {
   f16 r;
+#ifdef __CUDA_ARCH__
   asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.bits) : "f"(x));
+#else  // host build: round to nearest even as cvt.rn does; NaN -> the canonical 0x7fff
+  unsigned int u = __float_as_uint(x), sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu, q, rest, half;
+  if (a > 0x7f800000u) {
+    q = 0x7fffu;
+    sign = 0u;
+  } else if (a >= 0x477ff000u) {  // >= 65520, the midpoint above the largest half: rounds to infinity
+    q = 0x7c00u;
+  } else if (a >= 0x38800000u) {  // normal half: rebias the exponent, keep 10 mantissa bits
+    a -= 0x38000000u;
+    q = a >> 13;
+    rest = a & 0x1fffu;
+    half = 0x1000u;
+    q += rest > half || (rest == half && (q & 1u));  // a carry into the exponent is still right
+  } else if (a > 0x33000000u) {  // subnormal half: units of 2^-24
+    unsigned int shift = 126u - (a >> 23), m = (a & 0x7fffffu) | 0x800000u;
+    q = m >> shift;
+    rest = m & ((1u << shift) - 1u);
+    half = 1u << (shift - 1u);
+    q += rest > half || (rest == half && (q & 1u));
+  } else {  // <= 2^-25: rounds to zero (2^-25 itself ties to the even 0)
+    q = 0u;
+  }
+  r.bits = (unsigned short)(sign | q);
+#endif
   return r;
 }
 template <> __device__ __forceinline__ bf16 from_f32<bf16>(float x) {

@@ -9,11 +9,13 @@ reported as one ``simharmon <command>: error: ...`` line and exit code 1; Ctrl-C
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Callable, Dict, Optional, Sequence
 
+from . import __version__
 from .bridge import cli as serve_cli
 from .data import curate_cli
 from .models.checkpoints import CheckpointError
@@ -21,7 +23,7 @@ from .replay import cli as replay_cli
 from .replay import enhance_cli
 from .train import cli as train_cli
 
-__all__ = ["main", "build_parser", "Subcommand", "SUBCOMMANDS", "COMMANDS"]
+__all__ = ["main", "build_parser", "package_version", "Subcommand", "SUBCOMMANDS", "COMMANDS"]
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -50,9 +52,18 @@ class Subcommand:
 SUBCOMMANDS: Dict[str, Subcommand] = {name: Subcommand.of(name, module) for name, module in COMMANDS}
 
 
+def package_version() -> str:
+    """The installed distribution's version (its metadata), else the source tree's ``__version__``."""
+    try:
+        return importlib.metadata.version("simharmon")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per registered subcommand."""
     parser = argparse.ArgumentParser(prog="simharmon", description="Real-time frame enhancer runtime for driving simulators.")
+    parser.add_argument("--version", action="version", version=f"simharmon {package_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in SUBCOMMANDS.values():
         sub = commands.add_parser(command.name, help=command.help, description=command.help)

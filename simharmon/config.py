@@ -15,6 +15,8 @@ from typing import Any, Tuple
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .bundled import bundled_dir
+
 __all__ = [
     "ConfigError",
     "DiTConfig",
@@ -424,7 +426,7 @@ class EngineConfig:
         _require(isinstance(self.optimizations, OptimizationConfig), "engine.optimizations must be an OptimizationConfig")
 
 
-_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+_CONFIG_DIR = bundled_dir("configs")  # configs/ of the source tree, or simharmon/configs of a wheel
 
 
 def preset_path(name: str) -> Path:

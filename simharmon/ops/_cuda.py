@@ -7,6 +7,8 @@ device (cupy also caches the binary on disk), then launched with ``cuLaunchKerne
 be captured in a CUDA graph once each kernel has run once (compilation and module loading cannot
 happen during a capture).
 
+Launches on CPU tensors run the same kernel text on the CPU (``_host``: the host build, for tests).
+
 Set ``SIMHARMON_NO_KERNELS=1`` to force the references everywhere (debugging, A/B checks).
 """
 
@@ -14,52 +16,25 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import threading
-from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-__all__ = ["kernels_available", "kernels_dir", "kernel_source", "use_kernels", "launch", "ptr", "i32", "i64",
+from . import _host
+from ._sources import kernel_names, kernel_source, kernels_dir
+
+__all__ = ["kernels_available", "kernels_dir", "kernel_source", "kernel_names", "use_kernels", "launch", "ptr", "i32", "i64",
            "f32", "blocks", "DTYPE_SUFFIX", "COMPILE_OPTIONS"]
 
 DTYPE_SUFFIX = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
 COMPILE_OPTIONS: Tuple[str, ...] = ("-std=c++17",)
-_INCLUDE = re.compile(r'^#include "([A-Za-z0-9_]+\.cuh)"\s*$', re.MULTILINE)
 
 _lock = threading.Lock()
 _modules: Dict[Tuple[str, int], Any] = {}
 _functions: Dict[Tuple[str, str, int], Any] = {}
 _streams: Dict[Tuple[int, int], Any] = {}
-
-
-def kernels_dir() -> Path:
-    """The folder of the ``.cu`` sources: ``$SIMHARMON_KERNELS_DIR`` or ``kernels/`` of the repository."""
-    override = os.environ.get("SIMHARMON_KERNELS_DIR")
-    return Path(override) if override else Path(__file__).resolve().parents[2] / "kernels"
-
-
-def kernel_source(name: str) -> str:
-    """The text of ``kernels/<name>.cu`` with its local headers inlined.
-
-    Inlining makes the text self-contained, so cupy's on-disk cache (keyed by the source text) can
-    never serve a binary built against an older header.
-    """
-    folder = kernels_dir()
-
-    def expand(text: str, seen: frozenset) -> str:
-        def include(match: re.Match) -> str:
-            header = match.group(1)
-            if header in seen:
-                return ""
-            body = (folder / header).read_text().replace("#pragma once", "")
-            return expand(body, seen | {header})
-
-        return _INCLUDE.sub(include, text)
-
-    return expand((folder / f"{name}.cu").read_text(), frozenset())
 
 
 @functools.cache
@@ -116,9 +91,15 @@ def _external_stream(handle: int, device: int):
 
 def launch(module: str, name: str, device: torch.device, grid: Sequence[int], block: Sequence[int],
            args: Sequence[Any], shared_mem: int = 0) -> None:
-    """Launch ``name`` from ``kernels/<module>.cu`` on the current torch stream of ``device``."""
+    """Launch ``name`` from ``kernels/<module>.cu`` on the current torch stream of ``device``.
+
+    On a CPU device the host build runs it (``_host.launch``: same grid, block and arguments).
+    """
     if any(g < 1 for g in grid):
         return  # nothing to do; a zero-sized grid is a launch error
+    if device.type == "cpu":
+        _host.launch(module, name, grid, block, args, shared_mem)
+        return
     cupy = _cupy()
     index = device.index if device.index is not None else torch.cuda.current_device()
     handle = torch.cuda.current_stream(index).cuda_stream

@@ -7,6 +7,8 @@ strides; outputs are contiguous, in the data's dtype, computed in float32 (float
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import _cuda
@@ -45,7 +47,9 @@ def _band(mask: torch.Tensor, band: int) -> torch.Tensor:
             d2 = dx * dx + dy * dy
             if d2 > band * band:
                 continue
-            fall = 1.0 - torch.sqrt(torch.tensor(float(d2), dtype=torch.float32)) / (band + 1)  # as the kernel
+            # As the kernel, in IEEE fp32: sqrtf is correctly rounded there, and so is a float64 sqrt
+            # rounded to fp32; torch's CPU fp32 sqrt is not always (sqrt(37): 1 ulp low).
+            fall = 1.0 - torch.tensor(math.sqrt(d2), dtype=torch.float32) / (band + 1)
             w = torch.maximum(w, padded[..., band + dy:band + dy + height, band + dx:band + dx + width] * fall)
     return w
 

@@ -15,6 +15,7 @@ from simharmon.ops import (
     temporal_blend,
     temporal_blend_reference,
 )
+from simharmon.ops.fuse import _band
 
 
 def band_weight_bruteforce(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -153,3 +154,20 @@ def test_bad_arguments():
         temporal_blend(a, b, mask, 1.5)
     with pytest.raises(ValueError, match="valid must have shape"):
         temporal_blend(a, b, mask[0])
+
+
+def test_band_falloff_is_the_kernels_ieee_fp32():
+    """The reference's falloff 1 - sqrt(d2) / (R + 1) in IEEE fp32, as fuse.cu computes it (sqrtf and
+    __fdiv_rn are correctly rounded there). The host build of the kernel found it 1 ulp off at some
+    distances (d2 = 37: torch's CPU fp32 sqrt rounds down), so blends differed in the last bit."""
+    radius = 32
+    mask = torch.zeros(1, 1, 2 * radius + 1, 2 * radius + 1)
+    mask[..., radius, radius] = 1.0
+    w = _band(mask, radius)[0, 0]
+    for dy in range(radius + 1):
+        for dx in range(radius + 1):
+            d2 = dx * dx + dy * dy
+            if d2 <= radius * radius:
+                f32 = np.float32
+                expected = f32(1.0) - f32(np.sqrt(f32(d2))) / f32(radius + 1)
+                assert w[radius + dy, radius + dx].item() == float(expected), d2
