@@ -2,7 +2,7 @@
 
 Protocol: ``docs/PROTOCOL.md`` (implemented in :mod:`.protocol`). Server: :class:`BridgeServer`
 (``simharmon serve``); client: :class:`BridgeClient` (``shared_memory=True``: frames through a
-shared-memory segment on the same host, §9); C++ client: ``bindings/cpp`` (inline frames only).
+shared-memory segment on the same host, §9); C++ client: ``bindings/cpp`` (shared memory on POSIX).
 Names are imported lazily so ``import simharmon.cli`` does not pull in ZeroMQ.
 """
 
