@@ -46,8 +46,10 @@ def main() -> None:
                 if reply.ok:
                     print(f"tick {tick} {reply.camera}: frame {reply.frame_index} {reply.image.shape} "
                           f"in {reply.round_trip_s * 1000:.1f} ms")
-                else:
-                    print(f"tick {tick} {reply.camera}: {reply.kind} {reply.code or reply.reason or ''}")
+                elif reply.kind == "dropped":
+                    print(f"tick {tick} {reply.camera}: dropped ({reply.reason})")
+                else:  # error or timeout: the code, and what the server (or the client) says about it
+                    print(f"tick {tick} {reply.camera}: {reply.kind} {reply.code}: {reply.message or 'no reply'}")
         stats = client.stats()
         print(f"server: {stats['counts'].get('frames_out', 0)} frames out, latency ms {stats['latency_ms']}")
 

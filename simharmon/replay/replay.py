@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -181,6 +182,23 @@ def _step_timed(stream, frame, device: str, extra: Optional[dict] = None):
     return output, (time.perf_counter() - began) * 1000.0
 
 
+def _load_average() -> Optional[float]:
+    """The 1-minute load average (None where the platform has none, e.g. Windows)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def _latency_context(device: str, load_start: Optional[float]) -> Dict[str, object]:
+    """What the latencies were measured on and under (the report prints it beside them)."""
+    import torch
+
+    name = f"{device} ({torch.cuda.get_device_name(torch.device(device))})" if device.startswith("cuda") else device
+    return {"device": name, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "load_avg_1m": {"start": load_start, "end": _load_average()}}
+
+
 def _enhance(cameras: List[_Camera], drive: Drive, device: str, record: RunRecord, out_dir: Path, progress: bool,
              log: Callable[[str], None]) -> None:
     """Run every camera to its target, frame index by frame index."""
@@ -276,6 +294,7 @@ def replay(options: ReplayOptions, log: Callable[[str], None] = _stderr) -> Repl
         frame_count=sum(drive.frame_count(n) for n in names), target_count=sum(targets.values()),
         run_format=REPLAY_FORMAT, file=REPLAY_FILE,
         extra={"cameras": names, "frames_per_camera": {n: drive.frame_count(n) for n in names}},
+        frames_dir=None, frames_dirs={n: (camera_dir(Path("."), n) / "enhanced").as_posix() for n in names},
     )
     # Which cameras were replayed is part of what a resume must match.
     record.config = dict(record.config, replay_cameras=names)
@@ -296,6 +315,7 @@ def replay(options: ReplayOptions, log: Callable[[str], None] = _stderr) -> Repl
                 raise ValueError(f"camera {camera.name!r}: {exc}") from exc
     record.completed = sum(min(c.done, c.target) for c in cameras)
     record.save(out_dir)
+    load_start = _load_average()
     try:
         _enhance(cameras, drive, device, record, out_dir, options.progress, log)
         complete = all(c.done >= drive.frame_count(c.name) for c in cameras)
@@ -317,7 +337,7 @@ def replay(options: ReplayOptions, log: Callable[[str], None] = _stderr) -> Repl
                           resumed_from={c.name: c.start for c in cameras}, seconds=0.0, untrained=untrained,
                           status=record.status)
     context = {"weights": record.weights, "config_name": config.name, "untrained": untrained,
-               "status": record.status, "device": device}
+               "status": record.status, "device": device, "latency_context": _latency_context(device, load_start)}
     write_outputs(drive, out_dir, {c.name: [c.dir / f"{n}.png" for n in c.names[:produced[c.name]]] for c in cameras},
                   {c.name: c.latency for c in cameras}, eval_options, context, options.mcap, result, log)
     result.seconds = time.perf_counter() - began

@@ -116,6 +116,15 @@ def test_bridge_client_example_runs(monkeypatch, capsys):
     assert "tick 1 cam1: frame 1 (48, 64, 3)" in out and "server: 4 frames out" in out
 
 
+def test_bridge_client_example_prints_the_error_message(monkeypatch, capsys):
+    with running_server() as server:
+        monkeypatch.setattr(sys, "argv", ["bridge_client.py", "--endpoint", server.endpoints[0], "--ticks", "1",
+                                          "--size", "40x40"])
+        runpy.run_path(str(REPO / "examples" / "bridge_client.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "tick 0 cam0: error UNSUPPORTED_SIZE: frame size 40x40 (WxH) is not supported" in out, out
+
+
 class FlakyEngine(IdentityEngine):
     """Refuses frames of cameras named "bad*" (like an input check) and crashes on "boom"."""
 
