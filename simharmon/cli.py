@@ -2,14 +2,17 @@
 
 Each subcommand is one ``configure`` function (adds its arguments) and one ``run`` function
 (does the work, returns an exit code), registered in ``SUBCOMMANDS`` with :func:`subcommand`.
-Expected failures (bad paths, bad input, incompatible output folders) are reported as one
-``simharmon <command>: error: ...`` line and exit code 1; Ctrl-C exits with 130.
+Expected failures (bad paths, bad input, incompatible output folders, unreadable checkpoints) are
+reported as one ``simharmon <command>: error: ...`` line and exit code 1 (``--debug`` adds the
+traceback); Ctrl-C exits with 130, without a traceback even while the imports load
+(:mod:`simharmon.__main__` is the entry point).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -143,12 +146,18 @@ subcommand("train", help=_train_cli.HELP, configure=_train_cli.configure)(_train
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per registered subcommand."""
     parser = argparse.ArgumentParser(prog="simharmon", description="Real-time frame enhancer runtime for driving simulators.")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in SUBCOMMANDS.values():
         sub = commands.add_parser(command.name, help=command.help, description=command.help)
         command.configure(sub)
+        # Also after the command (simharmon enhance ... --debug); SUPPRESS keeps a --debug given before it.
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
         sub.set_defaults(_run=command.run)
     return parser
+
+
+_DEBUG_HELP = "on an error, also print the Python traceback (for bug reports)"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -164,6 +173,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"simharmon {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except _user_error_types() as exc:
+        if args.debug:
+            traceback.print_exc()
         print(f"simharmon {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
