@@ -53,6 +53,7 @@ __all__ = [
     "DIT_OPTIONAL_BUFFERS",
     "SIMHARMON_FORMAT",
     "read_checkpoint",
+    "load_torch_file",
     "load_state_strict",
     "save_safetensors",
 ]
@@ -257,6 +258,19 @@ def _torch_load(path: Path, trusted: bool, found: _Found) -> Any:
         raise _unreadable(path, TORCH_EXPECTED, f"{found.what} that torch cannot read", exc) from exc
 
 
+def load_torch_file(path: str | Path, *, expected: str = TORCH_EXPECTED, trusted: bool = False) -> Any:
+    """``torch.load`` a local file on the CPU, weights-only (``trusted``: full unpickling for a file
+    that needs it), after checking its bytes. Every failure is one CheckpointError line naming the
+    file, ``expected`` and what was found."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}" if not path.exists() else f"checkpoint is not a file: {path}")
+    found = _identify(path)
+    if found.kind not in ("zip", "torch-pickle"):
+        raise _unreadable(path, expected, found.what)
+    return _torch_load(path, trusted, found)
+
+
 def _split_extra_state(state: Mapping[str, Any], parts: CheckpointParts) -> Dict[str, torch.Tensor]:
     """Drop Transformer Engine ``._extra_state`` entries (rule 1); check the rest are tensors."""
     kept: Dict[str, torch.Tensor] = {}
@@ -339,9 +353,8 @@ def read_checkpoint(path: str | Path, *, use_ema: bool = False, trusted: bool = 
     found = _identify(path)
     if found.kind == "safetensors":  # by content, whatever the suffix
         return _read_safetensors(path)
-    expected = SAFETENSORS_EXPECTED if path.suffix == ".safetensors" else TORCH_EXPECTED
     if found.kind not in ("zip", "torch-pickle"):
-        raise _unreadable(path, expected, found.what)
+        raise _unreadable(path, SAFETENSORS_EXPECTED if path.suffix == ".safetensors" else TORCH_EXPECTED, found.what)
 
     obj = _torch_load(path, trusted, found)
     if not isinstance(obj, Mapping):

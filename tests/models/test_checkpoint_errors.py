@@ -104,3 +104,18 @@ def test_the_cli_prints_one_line_and_a_traceback_only_with_debug(tmp_path, capsy
         assert main(debug) == 1
         err = capsys.readouterr().err
         assert "Traceback (most recent call last)" in err and err.strip().endswith("(starting 'hello world\\n')")
+
+
+def test_every_torch_file_reader_shares_the_check(tmp_path):
+    """Training checkpoints, LPIPS/DINO and RAFT weights go through the same byte check."""
+    from simharmon.eval.flow import RaftFlow
+    from simharmon.eval.perceptual import load_state_file
+    from simharmon.train.trainer import export_checkpoint
+
+    junk = tmp_path / "step_00000010.pt"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match=r"expected a simharmon training checkpoint .*; found unrecognised"):
+        export_checkpoint(junk, tmp_path / "out.safetensors")
+    for load in (lambda: load_state_file(junk, "LPIPS"), lambda: RaftFlow(junk)):
+        with pytest.raises(ValueError, match=r"cannot read (LPIPS|RAFT) weights: .*; found unrecognised binary data"):
+            load()
