@@ -65,9 +65,11 @@ def main() -> None:
                 extra = {"mask": mask} if "mask" in reads and not args.no_mask else {}
                 client.submit(frame, camera=f"cam{cam}", frame_index=tick, timestamp_us=tick * 100_000, **extra)
             for reply in client.results():
-                if not reply.ok:
-                    detail = reply.message or reply.reason or ""
-                    print(f"tick {tick} {reply.camera}: {reply.kind} {reply.code or ''} {detail}".rstrip())
+                if reply.kind == "dropped":
+                    print(f"tick {tick} {reply.camera}: dropped ({reply.reason})")
+                    continue
+                if not reply.ok:  # error or timeout: the code, and what the server (or the client) says about it
+                    print(f"tick {tick} {reply.camera}: {reply.kind} {reply.code}: {reply.message or 'no reply'}")
                     continue
                 frame, mask = sent[reply.camera]
                 change = np.abs(reply.image.astype(np.int16) - frame.astype(np.int16)).mean(axis=-1)

@@ -3,7 +3,9 @@
 Every subcommand is registered the same way: a front-door module with ``HELP``, ``configure``
 (adds its arguments) and ``run`` (does the work, returns an exit code), listed in ``COMMANDS``.
 Expected failures (bad paths, bad input, incompatible output folders, unreadable checkpoints) are
-reported as one ``simharmon <command>: error: ...`` line and exit code 1; Ctrl-C exits with 130.
+reported as one ``simharmon <command>: error: ...`` line and exit code 1 (``--debug`` adds the
+traceback); Ctrl-C exits with 130, without a traceback even while the imports load
+(:mod:`simharmon.__main__` is the entry point).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import sys
+import traceback
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Callable, Dict, Optional, Sequence
@@ -50,6 +53,7 @@ class Subcommand:
 
 
 SUBCOMMANDS: Dict[str, Subcommand] = {name: Subcommand.of(name, module) for name, module in COMMANDS}
+_DEBUG_HELP = "on an error, also print the Python traceback (for bug reports)"
 
 
 def package_version() -> str:
@@ -64,12 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per registered subcommand."""
     parser = argparse.ArgumentParser(prog="simharmon", description="Real-time frame enhancer runtime for driving simulators.")
     parser.add_argument("--version", action="version", version=f"simharmon {package_version()}")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in SUBCOMMANDS.values():
         sub = commands.add_parser(command.name, help=command.help, description=command.help)
         command.configure(sub)
+        # Also after the command (simharmon enhance ... --debug); SUPPRESS keeps a --debug given before it.
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
         sub.set_defaults(_run=command.run)
     return parser
+
+
+_DEBUG_HELP = "on an error, also print the Python traceback (for bug reports)"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -85,6 +95,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"simharmon {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except USER_ERRORS as exc:
+        if args.debug:
+            traceback.print_exc()
         print(f"simharmon {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 

@@ -78,6 +78,7 @@ def test_end_to_end_with_mp4_and_warning(backend, frames_dir, tmp_path, capsys):
     assert record["status"] == "complete" and record["completed"] == NUM_FRAMES == record["frame_count"]
     assert record["weights"] == "untrained" and record["config"]["name"] == "tiny"
     assert record["input"] == str(frames_dir.resolve()) and record["mp4"] == "enhanced.mp4"
+    assert record["frames_dir"] == "frames" and (out / record["frames_dir"]).is_dir()
     video = open_frame_source(out / "enhanced.mp4")
     assert len(video) == NUM_FRAMES and video.read(0).shape == (HEIGHT, WIDTH, 3)
     assert not [p for p in out.rglob(".*")], "temporary files left behind"

@@ -3,7 +3,7 @@
 Protocol: ``docs/PROTOCOL.md`` (implemented in :mod:`.protocol`). Server: :class:`BridgeServer`
 (``simharmon serve``), in front of a :class:`FrameProcessor` (the engine from the runtime factory,
 or the identity stand-in); client: :class:`BridgeClient` (``shared_memory=True``: frames through a
-shared-memory segment on the same host, §9); C++ client: ``bindings/cpp``.
+shared-memory segment on the same host, §9); C++ client: ``bindings/cpp`` (shared memory on POSIX).
 """
 
 from .client import BridgeClient, BridgeError, BridgeTimeout, FrameDropped, Reply

@@ -5,8 +5,9 @@ With ``shared_memory=True`` (same-host servers), frames and results travel throu
 shared-memory segment the client creates and offers in ``hello``, and only headers cross the
 socket (docs/PROTOCOL.md §9); when the server refuses, frames go inline as usual.
 
-Replies are matched to requests by ``seq``, so a late reply (to a request that already timed
-out, or from before a server restart) is recognised and discarded. ZeroMQ reconnects by itself
+Replies are matched to requests by ``seq`` and by the client's random ``session`` nonce
+(protocol version 2), so a late reply (to a request that already timed out, from before a server
+restart, or to an earlier process that used the same routing id) is recognised and discarded. ZeroMQ reconnects by itself
 after a server restart; with ``IMMEDIATE`` set, frames are never queued for a connection that
 does not exist, so a restarted server does not receive a backlog of stale frames. Requests the
 old server never answered end as timeouts.
@@ -187,12 +188,16 @@ class BridgeClient:
         self._context = context or zmq.Context()
         self._routing_id = self.config.routing_id or b"sh-" + os.urandom(12)
         self._seq = itertools.count(1)
+        # Every request carries it and every reply echoes it: replies to another process that used
+        # this routing id (a restarted simulator, or another live socket) are never taken as ours.
+        self.session = int.from_bytes(os.urandom(8), "little")
         self._frame_counters: Dict[str, itertools.count] = {}
         self._pending: OrderedDict[int, _InFlight] = OrderedDict()
         self._ready: Dict[int, Reply] = {}  # replies to pending frames, not yet handed out
         self._order: Deque[int] = deque()  # arrival order of _ready
         self._control: Dict[int, Dict[str, Any]] = {}  # replies to control requests being waited on
         self.late_replies = 0
+        self.foreign_replies = 0  # replies with another session: to an earlier process with this routing id
         # Shared memory: the segment frames go to, every segment not yet closed (a replaced one
         # lives until its slots are answered), and the slots of timed-out frames by their seq.
         self._segment: Optional[ClientSegment] = None
@@ -230,7 +235,7 @@ class BridgeClient:
             return
         if bye:
             try:
-                self._socket.send(pack_header(request_header("bye", seq=next(self._seq))), zmq.NOBLOCK)
+                self._socket.send(pack_header(request_header("bye", session=self.session, seq=next(self._seq))), zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
         self._socket.close(linger=100 if bye else 0)
@@ -310,7 +315,7 @@ class BridgeClient:
         seq = next(self._seq)
         self._control[seq] = {}
         try:
-            self._send([pack_header(request_header(type_, seq=seq, **fields))])
+            self._send([pack_header(request_header(type_, session=self.session, seq=seq, **fields))])
             self._wait_for(lambda: bool(self._control.get(seq)), timeout_s, f"{type_} reply")
             header = self._control[seq]
         finally:
@@ -378,7 +383,7 @@ class BridgeClient:
                                      ("max_age_ms", max_age_ms)) if v is not None}
         seq = next(self._seq)
         header = request_header(
-            "frame", seq=seq, sim=self.config.sim, camera=camera, frame=int(frame_index),
+            "frame", session=self.session, seq=seq, sim=self.config.sim, camera=camera, frame=int(frame_index),
             timestamp_us=int(timestamp_us) if timestamp_us is not None else None, width=width, height=height,
             format=fmt, layers=layers or None, intrinsics=[float(x) for x in intrinsics] if intrinsics is not None else None,
             pose=[float(x) for x in np.asarray(pose, dtype=np.float64).reshape(-1)] if pose is not None else None,
@@ -536,6 +541,9 @@ class BridgeClient:
         except Exception:
             self.late_replies += 1  # unreadable: nothing to match it to
             return
+        if header.get("session") != self.session and not _version_refusal(header):
+            self.foreign_replies += 1  # to another process (or socket) with our routing id: not ours to match
+            return
         if seq in self._control:
             self._control[seq] = header
             return
@@ -565,6 +573,13 @@ class BridgeClient:
             use.segment.free(use.slot)  # read (copied) or not written: the slot takes the next frame
         self._ready[seq] = Reply(kind, seq, header, image, time.monotonic() - record.sent, release)
         self._order.append(seq)
+
+
+def _version_refusal(header: Dict[str, Any]) -> bool:
+    """A server that speaks only version 1 refuses our version 2 requests without echoing the
+    session (it does not know the field): such a refusal is matched by seq alone, so it surfaces."""
+    return header.get("type") == "error" and header.get("code") == ErrorCode.UNSUPPORTED_VERSION \
+        and "session" not in header
 
 
 def _result_image(header: Dict[str, Any], parts: list) -> Tuple[Optional[np.ndarray], Optional[str]]:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional, Tuple
 
 from .protocol import MAX_NAME_BYTES, Limits
 
 __all__ = ["ServerConfig", "ClientConfig", "check_endpoint", "is_loopback_endpoint"]
 
-_TCP = re.compile(r"^tcp://(?P<host>\[[^\]]+\]|[^:/\[\];]+):(?P<port>\*|\d{1,5})$")
+_TCP = re.compile(r"^tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|\*|[A-Za-z0-9._-]+):(?P<port>\*|\d{1,5})$")
+_IFF_LOOPBACK = 0x8  # linux/if.h
 
 
 def _positive(name: str, value, integer: bool = False) -> None:
@@ -20,8 +23,20 @@ def _positive(name: str, value, integer: bool = False) -> None:
         raise ValueError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}")
 
 
+def _loopback_interface(name: str) -> bool:
+    """Whether ``name`` is a loopback network interface (Linux: IFF_LOOPBACK in /sys/class/net/NAME/flags;
+    elsewhere interface names cannot be inspected and count as not loopback)."""
+    try:
+        return bool(int(Path("/sys/class/net", name, "flags").read_text(), 16) & _IFF_LOOPBACK)
+    except (OSError, ValueError):
+        return False
+
+
 def is_loopback_endpoint(endpoint: str) -> bool:
-    """True for ipc:// and inproc:// endpoints and tcp:// on 127.0.0.0/8, ::1 or localhost."""
+    """True for ipc:// and inproc:// endpoints and tcp:// on a loopback host: ``localhost``, an
+    address in 127.0.0.0/8 in any form ZeroMQ's resolver reads (``127.0.0.1``, ``127.1``,
+    ``0x7f.1``), ``::1``, an IPv4-mapped ``::ffff:127.x.y.z``, or a loopback interface name
+    (``lo``, Linux only). Other host names are not resolved and count as not loopback."""
     if endpoint.startswith(("ipc://", "inproc://")):
         return True
     match = _TCP.match(endpoint)
@@ -31,9 +46,14 @@ def is_loopback_endpoint(endpoint: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # an interface name or a host name: cannot be sure it is local
-        return False
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        try:  # BSD forms (127.1, 0x7f.1), which getaddrinfo, and so ZeroMQ, accept too
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:  # an interface or host name
+            return _loopback_interface(host)
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
 
 
 def check_endpoint(endpoint: str, allow_remote: bool = False) -> str:
@@ -52,8 +72,9 @@ def check_endpoint(endpoint: str, allow_remote: bool = False) -> str:
     if match["port"] != "*" and not 0 < int(match["port"]) < 65536:
         raise ValueError(f"endpoint {endpoint!r}: port must be 1..65535 or *")
     if not allow_remote and not is_loopback_endpoint(endpoint):
-        raise ValueError(f"refusing to bind {endpoint!r}: it is not a loopback address (127.0.0.1, ::1, localhost) "
-                         "and the bridge has no authentication; pass --allow-remote to bind it anyway")
+        raise ValueError(f"refusing to bind {endpoint!r}: it is not a loopback address (127.0.0.0/8 such as 127.0.0.1 "
+                         "or 127.1, ::1, ::ffff:127.0.0.1, localhost, or a loopback interface such as lo) and the "
+                         "bridge has no authentication; pass --allow-remote to bind it anyway")
     return endpoint
 
 

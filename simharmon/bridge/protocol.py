@@ -1,25 +1,30 @@
-"""The bridge wire protocol, version 1 (specification: ``docs/PROTOCOL.md``).
+"""The bridge wire protocol, versions 1 and 2 (specification: ``docs/PROTOCOL.md``).
 
 A message is a ZeroMQ multipart message: part 0 is a msgpack map (the header), the following
 parts are raw buffers whose sizes the header determines. This module turns received parts into a
 validated :class:`Request` (or raises :class:`ProtocolError` carrying an error code) and builds
 reply headers. It does no I/O and knows nothing about sockets, so both the server and the client
 use it, and it is tested on its own.
+
+Version 2 is version 1 plus a required ``session`` (a client-chosen random uint64 echoed in every
+reply), so that a client restarted with a fixed routing id never takes the dead process's late
+replies for its own. The server speaks both and answers each request in its own version.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import msgpack
 
 from ..io.pixels import LAYERS, PIXEL_FORMATS, LayerSpec, PixelFormat
+from .fields import MAX_NAME_BYTES, ErrorCode, Fields, ProtocolError, is_int, short, type_name, without_nil
 from .shm_protocol import SHM_MAX_SLOTS, SHM_NAME_PATTERN, ShmRef, slot_layout
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "SESSION_VERSION",
     "MAX_NAME_BYTES",
     "SUPPORTED_VERSIONS",
     "REQUEST_TYPES",
@@ -42,11 +47,13 @@ __all__ = [
     "reply_header",
     "error_header",
     "request_header",
+    "header_echo",
     "part_size",
 ]
 
-PROTOCOL_VERSION = 1
-SUPPORTED_VERSIONS: Tuple[int, ...] = (1,)
+PROTOCOL_VERSION = 2  # what the reference clients speak; the newest the server speaks
+SUPPORTED_VERSIONS: Tuple[int, ...] = (1, 2)
+SESSION_VERSION = 2  # from this version on every request carries ``session``
 
 REQUEST_TYPES: Tuple[str, ...] = ("hello", "frame", "reset", "stats", "heartbeat", "bye")
 REPLY_TYPES: Tuple[str, ...] = ("welcome", "result", "dropped", "error", "ok", "stats", "heartbeat")
@@ -54,50 +61,11 @@ DROP_REASONS: Tuple[str, ...] = ("superseded", "expired", "reset", "closed", "sh
 
 UINT64_MAX = 2**64 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-MAX_NAME_BYTES = 64  # sim and camera names
+POSE_MIN_DET = 1e-6  # |det| of a pose's 3x3 block below this is not a camera transform
+MAX_DIMENSION = 2**31 - 1  # width/height beyond this are BAD_FIELD; beyond the server's limits TOO_LARGE
 
 
 OPTION_NAMES: Tuple[str, ...] = ("reply_format", "reset", "max_age_ms")
-
-
-class ErrorCode:
-    """Error codes of ``error`` replies (strings on the wire, see docs/PROTOCOL.md)."""
-
-    MALFORMED = "MALFORMED"
-    UNSUPPORTED_VERSION = "UNSUPPORTED_VERSION"
-    UNKNOWN_TYPE = "UNKNOWN_TYPE"
-    BAD_FIELD = "BAD_FIELD"
-    BAD_PART_COUNT = "BAD_PART_COUNT"
-    BAD_BUFFER_SIZE = "BAD_BUFFER_SIZE"
-    TOO_LARGE = "TOO_LARGE"
-    UNSUPPORTED_SIZE = "UNSUPPORTED_SIZE"
-    STREAM_SIZE_CHANGED = "STREAM_SIZE_CHANGED"
-    BAD_PIXELS = "BAD_PIXELS"
-    TOO_MANY_STREAMS = "TOO_MANY_STREAMS"
-    ENGINE_ERROR = "ENGINE_ERROR"
-    SHUTTING_DOWN = "SHUTTING_DOWN"
-    INTERNAL_ERROR = "INTERNAL_ERROR"
-    SHM_NOT_ATTACHED = "SHM_NOT_ATTACHED"
-
-    ALL: Tuple[str, ...] = (
-        "MALFORMED", "UNSUPPORTED_VERSION", "UNKNOWN_TYPE", "BAD_FIELD", "BAD_PART_COUNT", "BAD_BUFFER_SIZE",
-        "TOO_LARGE", "UNSUPPORTED_SIZE", "STREAM_SIZE_CHANGED", "BAD_PIXELS", "TOO_MANY_STREAMS", "ENGINE_ERROR",
-        "SHUTTING_DOWN", "INTERNAL_ERROR", "SHM_NOT_ATTACHED",
-    )  # fmt: skip
-
-
-class ProtocolError(Exception):
-    """A request the server must refuse; becomes an ``error`` reply.
-
-    Carries what could be read of the header (``echo``: seq, sim, camera, frame, timestamp_us) so
-    the reply can still be matched to its request.
-    """
-
-    def __init__(self, code: str, message: str, echo: Optional[Mapping[str, Any]] = None):
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.echo: Dict[str, Any] = dict(echo or {})
 
 
 @dataclass(frozen=True)
@@ -142,7 +110,7 @@ class Request:
 
     type: str
     seq: Optional[int]
-    header: Dict[str, Any]
+    header: Dict[str, Any]  # as received, nil-valued entries removed (nil means absent)
     stream: Optional[StreamId] = None
     frame_index: Optional[int] = None
     timestamp_us: Optional[int] = None
@@ -177,120 +145,119 @@ def _as_bytes(part: Any) -> bytes:
     return raw if isinstance(raw, bytes) else bytes(part)
 
 
+def _non_string_key(value: Any) -> Optional[str]:
+    """Where a map, at any depth, has a key that is not a msgpack str (None: nowhere)."""
+    stack = [(value, "header")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                if not isinstance(key, str):
+                    return f"{where} has a {type_name(key)} key {short(key)}"
+                stack.append((sub, f"{where}.{key}"))
+        elif isinstance(item, list):
+            stack.extend((sub, f"{where}[{i}]") for i, sub in enumerate(item))
+    return None
+
+
 def decode_header(raw: bytes, max_header_bytes: int) -> Dict[str, Any]:
-    """Parse part 0 into a dict; raises ProtocolError(MALFORMED) with the reason."""
+    """Parse part 0 into a dict; raises ProtocolError(MALFORMED) with the reason (and, when the
+    header did decode as a map, its matching fields, so even this error can be matched)."""
     if len(raw) == 0:
         raise ProtocolError(ErrorCode.MALFORMED, "part 0 (the header) is empty; REQ sockets, which add an empty "
                                                  "delimiter part, are not supported: use DEALER")
     if len(raw) > max_header_bytes:
         raise ProtocolError(ErrorCode.MALFORMED, f"header is {len(raw)} bytes, over the {max_header_bytes}-byte limit")
     try:
+        # Non-string keys are decoded (not refused by msgpack) so the error can name them and echo seq.
         header = msgpack.unpackb(
-            raw, raw=False, strict_map_key=True, use_list=True, max_str_len=max_header_bytes,
-            max_bin_len=max_header_bytes, max_array_len=4096, max_map_len=256, max_ext_len=0,
+            raw, raw=False, strict_map_key=False, use_list=True, max_str_len=max_header_bytes,
+            max_bin_len=max_header_bytes, max_array_len=4096, max_map_len=256, max_ext_len=max_header_bytes,
         )
-    except msgpack.ExtraData:
-        raise ProtocolError(ErrorCode.MALFORMED, "header has bytes after its msgpack map") from None
-    except Exception as exc:  # msgpack raises several types (ValueError, StackError, UnicodeDecodeError, ...)
+    except msgpack.ExtraData as exc:
+        echo = _echo_fields(exc.unpacked) if isinstance(exc.unpacked, dict) else {}
+        raise ProtocolError(ErrorCode.MALFORMED, "header has bytes after its msgpack map", echo) from None
+    except Exception as exc:  # msgpack raises several types (ValueError, StackError, TypeError for array keys, ...)
         raise ProtocolError(ErrorCode.MALFORMED, f"header is not valid msgpack ({type(exc).__name__}: {exc})") from None
     if not isinstance(header, dict):
-        raise ProtocolError(ErrorCode.MALFORMED, f"header must be a msgpack map, got {type(header).__name__}")
+        raise ProtocolError(ErrorCode.MALFORMED, f"header must be a msgpack map, got {type_name(header)}")
+    where = _non_string_key(header)
+    if where is not None:
+        raise ProtocolError(ErrorCode.MALFORMED, f"map keys must be msgpack strings: {where}", _echo_fields(header))
     return header
 
 
-def _echo_fields(header: Mapping[str, Any]) -> Dict[str, Any]:
+def header_echo(part: Any, max_header_bytes: int) -> Dict[str, Any]:
+    """The matching fields of a message's header part, or {} when it is not a msgpack map
+    (for replies to requests that failed after decoding, e.g. INTERNAL_ERROR)."""
+    try:
+        return _echo_fields(decode_header(_as_bytes(part), max_header_bytes))
+    except ProtocolError as exc:
+        return exc.echo
+
+
+def _echo_fields(header: Mapping[Any, Any]) -> Dict[str, Any]:
     """Matching fields copied from a header, only where they have the right type."""
     echo: Dict[str, Any] = {}
-    seq = header.get("seq")
-    if _is_int(seq) and 0 <= seq <= UINT64_MAX:
-        echo["seq"] = seq
+    version = header.get("version")
+    if is_int(version) and version in SUPPORTED_VERSIONS:
+        echo["version"] = version  # replies are in the request's version
+    for name in ("seq", "session", "frame"):
+        value = header.get(name)
+        if is_int(value) and 0 <= value <= UINT64_MAX:
+            echo[name] = value
     for name in ("sim", "camera"):
         value = header.get(name)
         if isinstance(value, str) and len(value.encode()) <= MAX_NAME_BYTES:
             echo[name] = value
-    frame = header.get("frame")
-    if _is_int(frame) and 0 <= frame <= UINT64_MAX:
-        echo["frame"] = frame
     stamp = header.get("timestamp_us")
-    if _is_int(stamp) and INT64_MIN <= stamp <= INT64_MAX:
+    if is_int(stamp) and INT64_MIN <= stamp <= INT64_MAX:
         echo["timestamp_us"] = stamp
     return echo
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _intrinsics(fields: Fields) -> Optional[Tuple[float, ...]]:
+    """``[fx, fy, cx, cy]``: finite, focal lengths positive (pixels; the principal point may lie anywhere)."""
+    values = fields.floats("intrinsics", 4)
+    if values is not None and not (values[0] > 0 and values[1] > 0):
+        raise fields.fail("intrinsics", f"must have focal lengths fx, fy > 0 pixels, got fx={values[0]:g}, "
+                                        f"fy={values[1]:g}")
+    return values
 
 
-class _Fields:
-    """Typed field access that raises BAD_FIELD naming the field."""
-
-    def __init__(self, header: Mapping[str, Any], echo: Mapping[str, Any]):
-        self.header = header
-        self.echo = echo
-
-    def fail(self, name: str, problem: str) -> ProtocolError:
-        return ProtocolError(ErrorCode.BAD_FIELD, f"field {name!r} {problem}", self.echo)
-
-    def int(self, name: str, low: int, high: int, default: Any = ...) -> Any:
-        if name not in self.header:
-            if default is ...:
-                raise self.fail(name, "is required")
-            return default
-        value = self.header[name]
-        if not _is_int(value):
-            raise self.fail(name, f"must be an integer, got {type(value).__name__}")
-        if not low <= value <= high:
-            raise self.fail(name, f"must be in [{low}, {high}], got {value}")
-        return value
-
-    def name(self, name: str, default: Any = ...) -> Any:
-        if name not in self.header:
-            if default is ...:
-                raise self.fail(name, "is required")
-            return default
-        value = self.header[name]
-        if not isinstance(value, str):
-            raise self.fail(name, f"must be a string, got {type(value).__name__}")
-        if not value or len(value.encode()) > MAX_NAME_BYTES or not value.isprintable():
-            raise self.fail(name, f"must be 1 to {MAX_NAME_BYTES} bytes of printable UTF-8, got {value[:80]!r}")
-        return value
-
-    def floats(self, name: str, count: int) -> Optional[Tuple[float, ...]]:
-        value = self.header.get(name)
-        if value is None:
-            return None
-        if not isinstance(value, list) or len(value) != count:
-            got = f"{len(value)} items" if isinstance(value, list) else type(value).__name__
-            raise self.fail(name, f"must be an array of {count} numbers, got {got}")
-        out = []
-        for item in value:
-            if isinstance(item, bool) or not isinstance(item, (int, float)) or not math.isfinite(item):
-                raise self.fail(name, f"must hold finite numbers, got {item!r}")
-            out.append(float(item))
-        return tuple(out)
+def _pose(fields: Fields) -> Optional[Tuple[float, ...]]:
+    """A 4x4 row-major camera-to-world transform: finite, last row [0, 0, 0, 1], invertible 3x3 block."""
+    m = fields.floats("pose", 16)
+    if m is None:
+        return None
+    if any(abs(a - b) > 1e-6 for a, b in zip(m[12:], (0.0, 0.0, 0.0, 1.0))):
+        raise fields.fail("pose", f"must be a 4x4 row-major transform whose last row is [0, 0, 0, 1], "
+                                  f"got {[round(v, 6) for v in m[12:]]}")
+    det = (m[0] * (m[5] * m[10] - m[6] * m[9]) - m[1] * (m[4] * m[10] - m[6] * m[8])
+           + m[2] * (m[4] * m[9] - m[5] * m[8]))
+    if not abs(det) > POSE_MIN_DET:
+        raise fields.fail("pose", f"must be invertible: its 3x3 rotation block has determinant {det:g} (a rigid "
+                                  f"transform has +-1; an all-zero pose is not a camera)")
+    return m
 
 
-def _options(fields: _Fields) -> FrameOptions:
-    raw = fields.header.get("options")
-    if raw is None:
+def _options(fields: Fields) -> FrameOptions:
+    options = fields.map("options")
+    if options is None:
         return FrameOptions()
-    if not isinstance(raw, dict):
-        raise fields.fail("options", f"must be a map, got {type(raw).__name__}")
-    unknown = sorted(str(k) for k in raw if k not in OPTION_NAMES)
-    if unknown:
-        raise fields.fail("options", f"has unknown option(s) {unknown}; known: {list(OPTION_NAMES)}")
-    reply_format = raw.get("reply_format")
-    if reply_format is not None and reply_format not in PIXEL_FORMATS:
-        raise fields.fail("options.reply_format", f"must be one of {list(PIXEL_FORMATS)}, got {reply_format!r}")
-    reset = raw.get("reset", False)
-    if not isinstance(reset, bool):
-        raise fields.fail("options.reset", f"must be a boolean, got {type(reset).__name__}")
-    max_age = raw.get("max_age_ms")
-    if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, (int, float))
-                                or not math.isfinite(max_age) or max_age <= 0):
-        raise fields.fail("options.max_age_ms", f"must be a positive number, got {max_age!r}")
-    return FrameOptions(reply_format=reply_format, reset=reset,
-                        max_age_ms=float(max_age) if max_age is not None else None)
+    options.only(OPTION_NAMES, "option(s)")
+    return FrameOptions(reply_format=options.choice("reply_format", list(PIXEL_FORMATS), default=None),
+                        reset=options.bool("reset", False), max_age_ms=options.positive("max_age_ms"))
+
+
+def _layers(fields: Fields) -> Tuple[str, ...]:
+    value = fields.header.get("layers", [])
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        got = type_name(value) if not isinstance(value, list) else "an array holding non-strings"
+        raise fields.fail("layers", f"must be an array of layer names, got {got}")
+    if any(x not in LAYERS for x in value) or len(set(value)) != len(value):
+        raise fields.fail("layers", f"must name distinct layers from {list(LAYERS)}, got {[x[:40] for x in value[:8]]}")
+    return tuple(value)
 
 
 def _check_parts(type_: str, parts: Sequence[Any], expected_names: Sequence[str], echo: Mapping[str, Any]) -> None:
@@ -305,63 +272,53 @@ def decode_request(parts: Sequence[Any], limits: Limits) -> Request:
 
     parts: the message parts; part 0 is the msgpack header, the rest raw buffers.
     Raises ProtocolError whose ``code`` is one of :class:`ErrorCode` and whose message names the
-    offending field or part. Checks run cheapest first; no buffer is copied.
+    offending field or part. Checks run cheapest first; no buffer is copied. A nil field is
+    treated as absent (refused only where the field is required).
     """
     if not parts:
         raise ProtocolError(ErrorCode.BAD_PART_COUNT, "a message needs at least a header part")
     total = sum(part_size(p) for p in parts)
-    header = decode_header(_as_bytes(parts[0]), limits.max_header_bytes)
+    header = without_nil(decode_header(_as_bytes(parts[0]), limits.max_header_bytes))
     echo = _echo_fields(header)
     if total > limits.max_message_bytes:
         raise ProtocolError(ErrorCode.TOO_LARGE,
                             f"message is {total} bytes, over the {limits.max_message_bytes}-byte limit", echo)
-    fields = _Fields(header, echo)
+    fields = Fields(header, echo)
 
-    if "version" not in header:
-        raise ProtocolError(ErrorCode.BAD_FIELD, "field 'version' is required", echo)
-    version = header["version"]
-    if not _is_int(version):
-        raise ProtocolError(ErrorCode.BAD_FIELD, f"field 'version' must be an integer, got {type(version).__name__}", echo)
+    version = fields.int("version", INT64_MIN, UINT64_MAX)
     if version not in SUPPORTED_VERSIONS:
         raise ProtocolError(ErrorCode.UNSUPPORTED_VERSION,
                             f"protocol version {version} is not supported; this server speaks {list(SUPPORTED_VERSIONS)}",
                             echo)
-    type_ = header.get("type")
+    type_ = fields.required("type")
     if not isinstance(type_, str):
-        raise ProtocolError(ErrorCode.BAD_FIELD, f"field 'type' must be a string, got {type(type_).__name__}", echo)
+        raise fields.fail("type", f"must be a string, got {type_name(type_)}")
     if type_ not in REQUEST_TYPES:
         raise ProtocolError(ErrorCode.UNKNOWN_TYPE,
                             f"unknown message type {type_[:40]!r}; known: {list(REQUEST_TYPES)}", echo)
     seq = fields.int("seq", 0, UINT64_MAX, default=None)
+    if version >= SESSION_VERSION:
+        fields.int("session", 0, UINT64_MAX)
 
     if type_ != "frame":
         _check_parts(type_, parts, ["header"], echo)
         stream = None
-        if type_ in ("reset", "bye") and ("sim" in header or "camera" in header or type_ == "reset"):
+        if type_ == "reset" or (type_ == "bye" and ("sim" in header or "camera" in header)):
             stream = StreamId(fields.name("sim"), fields.name("camera"))
         return Request(type=type_, seq=seq, header=header, stream=stream)
 
     stream = StreamId(fields.name("sim"), fields.name("camera"))
     frame_index = fields.int("frame", 0, UINT64_MAX)
     timestamp_us = fields.int("timestamp_us", INT64_MIN, INT64_MAX, default=0)
-    width = fields.int("width", 1, 2**31 - 1)
-    height = fields.int("height", 1, 2**31 - 1)
+    width = fields.int("width", 1, MAX_DIMENSION)
+    height = fields.int("height", 1, MAX_DIMENSION)
     if width > limits.max_width or height > limits.max_height:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"frame size {width}x{height} (WxH) exceeds this server's limit "
                                                  f"{limits.max_width}x{limits.max_height}", echo)
-    fmt_name = header.get("format")
-    if fmt_name not in PIXEL_FORMATS:
-        raise fields.fail("format", f"must be one of {list(PIXEL_FORMATS)}, got {str(fmt_name)[:40]!r}")
-    fmt = PIXEL_FORMATS[fmt_name]
-    layers_raw = header.get("layers", [])
-    if not isinstance(layers_raw, list) or not all(isinstance(x, str) for x in layers_raw):
-        raise fields.fail("layers", "must be an array of layer names")
-    unknown = [x[:40] for x in layers_raw if x not in LAYERS]
-    if unknown or len(set(layers_raw)) != len(layers_raw):
-        raise fields.fail("layers", f"must name distinct layers from {list(LAYERS)}, got {layers_raw[:8]}")
-    layers = tuple(layers_raw)
-    intrinsics = fields.floats("intrinsics", 4)
-    pose = fields.floats("pose", 16)
+    fmt = PIXEL_FORMATS[fields.choice("format", list(PIXEL_FORMATS))]
+    layers = _layers(fields)
+    intrinsics = _intrinsics(fields)
+    pose = _pose(fields)
     options = _options(fields)
 
     names = ["header", "frame", *layers]
@@ -390,22 +347,17 @@ def decode_request(parts: Sequence[Any], limits: Limits) -> Request:
                    intrinsics=intrinsics, pose=pose, options=options, buffers=buffers)
 
 
-def _shm_ref(fields: _Fields, names: Sequence[str], sizes: Mapping[str, int], reply_bytes: int) -> Optional[ShmRef]:
+def _shm_ref(fields: Fields, names: Sequence[str], sizes: Mapping[str, int], reply_bytes: int) -> Optional[ShmRef]:
     """The frame's ``shm`` field (buffers in a slot), type-checked; the slot itself is checked by the server."""
-    raw = fields.header.get("shm")
-    if raw is None:
+    shm = fields.map("shm")
+    if shm is None:
         return None
-    if not isinstance(raw, dict):
-        raise fields.fail("shm", f"must be a map with 'name' and 'slot', got {type(raw).__name__}")
-    unknown = sorted(str(k) for k in raw if k not in ("name", "slot"))
-    if unknown:
-        raise fields.fail("shm", f"has unknown key(s) {unknown[:8]}; known: ['name', 'slot']")
-    name = raw.get("name")
+    shm.only(("name", "slot"), "key(s)")
+    name = shm.header.get("name")
     if not isinstance(name, str) or not SHM_NAME_PATTERN.match(name):
-        raise fields.fail("shm.name", f"must be the offered segment's name (string), got {str(name)[:80]!r}")
-    slot = raw.get("slot")
-    if not _is_int(slot) or not 0 <= slot < SHM_MAX_SLOTS:
-        raise fields.fail("shm.slot", f"must be an integer in [0, {SHM_MAX_SLOTS - 1}], got {str(slot)[:40]!r}")
+        got = short(name) if isinstance(name, str) else type_name(name)
+        raise shm.fail("name", f"must be the offered segment's name (a string), got {got}")
+    slot = shm.int("slot", 0, SHM_MAX_SLOTS - 1)
     layout, end = slot_layout([(n, sizes[n]) for n in names])
     return ShmRef(name=name, slot=slot, layout=layout, request_bytes=end, reply_bytes=reply_bytes)
 
@@ -432,9 +384,18 @@ def error_header(code: str, message: str, echo: Optional[Mapping[str, Any]] = No
     return reply_header("error", echo, code=code, message=message)
 
 
-def request_header(type_: str, **fields: Any) -> Dict[str, Any]:
-    """A request header map of ``type_`` (client side); None-valued fields are left out."""
+def request_header(type_: str, session: Optional[int] = None, version: int = PROTOCOL_VERSION,
+                   **fields: Any) -> Dict[str, Any]:
+    """A request header map of ``type_`` (client side); None-valued fields are left out.
+
+    session: the client's session nonce, required from version 2 on (a random uint64 per client,
+    docs/PROTOCOL.md §4).
+    """
     if type_ not in REQUEST_TYPES:
         raise ValueError(f"unknown request type {type_!r}; known: {list(REQUEST_TYPES)}")
-    return {"version": PROTOCOL_VERSION, "type": type_, **{k: v for k, v in fields.items() if v is not None}}
-
+    if version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"version must be one of {list(SUPPORTED_VERSIONS)}, got {version!r}")
+    if version >= SESSION_VERSION and not (is_int(session) and 0 <= session <= UINT64_MAX):
+        raise ValueError(f"a version {version} request needs a session nonce (uint64), got {session!r}")
+    header = {"version": version, "type": type_, "session": session, **fields}
+    return {k: v for k, v in header.items() if v is not None}

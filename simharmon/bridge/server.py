@@ -19,16 +19,18 @@ discarded), receives are polled with a timeout, and message sizes are capped bot
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
+import stat
 import threading
 import time
 from typing import Any, Dict, Hashable, List, Optional, Tuple
 
 import zmq
 
-from ..io.pixels import PixelError, decode_layer, decode_pixels, encode_pixels
+from ..io.pixels import LayerError, PixelError, decode_layer, decode_pixels, encode_pixels
 from ..runtime.engine import StepResult
 from .config import ServerConfig, is_loopback_endpoint
 from .processor import FrameProcessor
@@ -37,12 +39,13 @@ from .protocol import (
     LAYERS,
     OPTION_NAMES,
     PIXEL_FORMATS,
-    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
     ErrorCode,
     ProtocolError,
     Request,
     decode_request,
     error_header,
+    header_echo,
     reply_header,
 )
 from .scheduler import Pending, Scheduler
@@ -82,12 +85,14 @@ class BridgeServer:
         self._engine_thread: Optional[threading.Thread] = None
         self._wake_endpoint = f"inproc://simharmon-wake-{id(self)}-{os.getpid()}"
         self.endpoints: List[str] = []
+        self._ipc_files: Dict[str, int] = {}  # socket path -> inode, removed at a clean stop
         self._router = self._context.socket(zmq.ROUTER)
         try:
             self._configure_router()
             for endpoint in config.bind:
                 self._router.bind(endpoint)
                 self.endpoints.append(self._router.getsockopt_string(zmq.LAST_ENDPOINT))
+                self._check_bound(endpoint, self.endpoints[-1])
             self._wake = self._context.socket(zmq.PULL)
             self._wake.bind(self._wake_endpoint)
         except Exception:
@@ -96,6 +101,22 @@ class BridgeServer:
                 self._context.term()
             raise
         self._shm = ShmRegistry(self._shm_refusal(), config.limits.max_message_bytes, self.stats)
+
+    def _check_bound(self, asked: str, bound: str) -> None:
+        """Refuse (and record, for removal at stop) what ZeroMQ actually bound.
+
+        check_endpoint accepts host names it cannot resolve the way ZeroMQ does (an interface it
+        cannot inspect): the resolved address decides. ipc socket files are recorded so a clean
+        stop removes them (ZeroMQ leaves them behind).
+        """
+        if not self.config.allow_remote and not is_loopback_endpoint(bound):
+            self._router.unbind(bound)
+            raise ValueError(f"refusing to serve on {bound} (asked for {asked}): it is not a loopback address and "
+                             "the bridge has no authentication; pass --allow-remote to bind it anyway")
+        if bound.startswith("ipc://") and not bound.startswith("ipc://@"):  # "@": Linux abstract namespace, no file
+            path = bound[len("ipc://"):]
+            with contextlib.suppress(OSError):
+                self._ipc_files[os.path.abspath(path)] = os.stat(path).st_ino
 
     def _shm_refusal(self) -> Optional[str]:
         """Why no client may use shared memory here (None: same-host clients may)."""
@@ -160,7 +181,8 @@ class BridgeServer:
         cfg = self.config
         next_housekeeping = time.monotonic()
         next_stats_log = time.monotonic() + cfg.stats_interval_s if cfg.stats_interval_s else float("inf")
-        log.info("serving %s on %s (protocol v%d)", self.engine.name, ", ".join(self.endpoints), PROTOCOL_VERSION)
+        log.info("serving %s on %s (protocol versions %s)", self.engine.name, ", ".join(self.endpoints),
+                 list(SUPPORTED_VERSIONS))
         try:
             while not self._stop.is_set():
                 events = dict(poller.poll(int(cfg.poll_interval_s * 1000)))
@@ -201,7 +223,17 @@ class BridgeServer:
         self._wake.close(linger=0)
         if self._own_context and not engine_busy:  # term() would wait for the busy thread's socket
             self._context.term()
+        self._remove_ipc_files()
         self._done.set()
+
+    def _remove_ipc_files(self) -> None:
+        """Delete the ipc socket files this server created; one replaced since (same path, another
+        inode: a newer server bound it) is left alone."""
+        for path, inode in self._ipc_files.items():
+            with contextlib.suppress(OSError):
+                status = os.stat(path)
+                if stat.S_ISSOCK(status.st_mode) and status.st_ino == inode:
+                    os.unlink(path)
 
     # -- I/O thread: receiving ------------------------------------------------------------------
     def _drain_wake(self) -> None:
@@ -227,7 +259,8 @@ class BridgeServer:
                 self._reply_error(identity, exc.code, exc.message, exc.echo)
             except Exception as exc:  # a bug must cost one reply, not the server
                 log.exception("internal error handling a message")
-                self._reply_error(identity, ErrorCode.INTERNAL_ERROR, f"internal server error: {type(exc).__name__}")
+                self._reply_error(identity, ErrorCode.INTERNAL_ERROR, f"internal server error: {type(exc).__name__}",
+                                  header_echo(parts[1], self.config.limits.max_header_bytes) if len(parts) > 1 else {})
 
     def _handle(self, identity: bytes, parts: List[Any], now: float) -> None:
         request = decode_request(parts, self.config.limits)
@@ -278,7 +311,7 @@ class BridgeServer:
     def _welcome(self, identity: bytes) -> Dict[str, Any]:
         cfg, limits = self.config, self.config.limits
         return {
-            "server": "simharmon", "protocol_versions": [PROTOCOL_VERSION], "client_id": identity.hex(),
+            "server": "simharmon", "protocol_versions": list(SUPPORTED_VERSIONS), "client_id": identity.hex(),
             "engine": self.engine.name, "stand_in": bool(self.engine.stand_in), "untrained": bool(self.engine.untrained),
             "formats": list(PIXEL_FORMATS), "layers": list(LAYERS), "options": list(OPTION_NAMES),
             "inputs": list(getattr(self.engine, "used_inputs", ())),
@@ -407,12 +440,13 @@ class BridgeServer:
             buffers = lease.buffers() if lease is not None else req.buffers  # slot views, or the received parts
             try:
                 decoded = decode_pixels(buffers["frame"], req.format, req.width, req.height, device)
-            except PixelError as exc:
-                self._queue_error(pending, ErrorCode.BAD_PIXELS, str(exc))
+                layers = {name: decode_layer(buffers[name], LAYERS[name], req.width, req.height, device)
+                          for name in req.layers}
+            except (PixelError, LayerError) as exc:
+                self._queue_error(pending, ErrorCode.BAD_LAYER if isinstance(exc, LayerError) else ErrorCode.BAD_PIXELS,
+                                  str(exc))
                 continue
             alpha = decoded.alpha
-            layers = {name: decode_layer(buffers[name], LAYERS[name], req.width, req.height, device)
-                      for name in req.layers}
             if lease is not None:
                 # The reply overwrites the slot and the client reuses it, while the engine may keep
                 # inputs as history: own what still views the slot (decode_pixels' frame never does).

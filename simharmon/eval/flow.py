@@ -22,6 +22,8 @@ from typing import Tuple, Union
 import numpy as np
 import torch
 
+from ..models.checkpoints import CheckpointError, load_torch_file
+
 __all__ = ["flow_from_depth", "depth_flow_pair", "RaftFlow", "RAFT_UPDATES"]
 
 RAFT_UPDATES = 12
@@ -92,9 +94,9 @@ class RaftFlow:
         if not path.is_file():
             raise FileNotFoundError(f"RAFT weights file not found: {path}")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-            raise ValueError(f"cannot read RAFT weights {path}: {exc}") from exc
+            state = load_torch_file(path, expected="RAFT weights (a torch.save file)")
+        except CheckpointError as exc:
+            raise ValueError(f"cannot read RAFT weights: {exc}") from exc
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
         model = raft_large(weights=None, progress=False)

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.checkpoints import CheckpointError, load_torch_file
+
 __all__ = ["LPIPS", "DinoStructDistance", "load_state_file"]
 
 PathLike = Union[str, Path]
@@ -50,9 +52,9 @@ def load_state_file(path: PathLike, what: str) -> Dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"{what} weights file not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise ValueError(f"cannot read {what} weights {path}: {exc}") from exc
+        state = load_torch_file(path, expected=f"{what} weights (a torch.save file)")
+    except CheckpointError as exc:
+        raise ValueError(f"cannot read {what} weights: {exc}") from exc
     if isinstance(state, dict):
         for key in ("state_dict", "model", "teacher"):  # common wrappers of a training checkpoint
             if isinstance(state.get(key), dict):

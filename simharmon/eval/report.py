@@ -16,6 +16,7 @@ from typing import Dict, List, Optional
 from ..io.atomic import atomic_write_bytes
 from .evaluate import GROUND_TRUTH
 from .image_metrics import FG_BINS
+from .summary import LATENCY_WARMUP_FRAMES
 
 __all__ = ["write_report", "format_number"]
 
@@ -27,14 +28,18 @@ th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}.warn{backgr
 padding:8px 12px}.na{color:#999}.note{color:#555;font-size:90%}img,video{max-width:100%;border:1px solid #ddd}"""
 
 
-def format_number(value, digits: int = 3) -> str:
-    """A table cell: the number, "inf", or a greyed "not computed"."""
+def format_number(value, digits: int = 3, scientific: bool = False) -> str:
+    """A table cell: the number (fixed ``digits`` decimals, or with ``scientific`` ``digits``
+    significant digits in scientific notation, for values spanning orders of magnitude), "inf", or
+    a greyed "not computed"."""
     if value is None:
         return '<span class="na">not computed</span>'
     if isinstance(value, str):
         return html.escape(value)
     if isinstance(value, float) and math.isinf(value):
         return "inf"
+    if scientific:
+        return "0" if value == 0 else f"{value:.{max(digits - 1, 0)}e}"
     return f"{value:.{digits}f}"
 
 
@@ -56,22 +61,44 @@ def _image_table(methods: Dict[str, Dict], block_key: Optional[str] = None, key:
 
 
 def _temporal_table(methods: Dict[str, Dict]) -> str:
-    rows = ["<tr><th>method</th><th>warping error &darr; (pairs)</th><th>VBench flicker &uarr; "
-            "(static-camera metric)</th></tr>"]
+    # Warping errors of good outputs are 1e-6..1e-3: fixed decimals would print them as 0.000003.
+    rows = ["<tr><th>method</th><th>warping error &darr; (mean squared difference of [0, 1] intensities; pairs)"
+            "</th><th>VBench flicker &uarr; (static-camera metric, [0, 1])</th></tr>"]
     for method, entry in methods.items():
         pairs = entry.get("warp_error_pairs", 0)
-        rows.append(f"<tr><td>{html.escape(method)}</td><td>{format_number(entry.get('warp_error'), 6)} ({pairs})</td>"
-                    f"<td>{format_number(entry.get('vbench_flicker'), 4)}</td></tr>")
+        rows.append(f"<tr><td>{html.escape(method)}</td><td>{format_number(entry.get('warp_error'), 3, True)} "
+                    f"({pairs})</td><td>{format_number(entry.get('vbench_flicker'), 4)}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
 
 
-def _latency_table(stats: Optional[Dict[str, float]]) -> str:
-    if not stats:
+def _latency_table(entry: Dict, context: Optional[Dict]) -> str:
+    """Latency (ms) of all frames and after warm-up, with what it was measured on and under."""
+    rows = [("all frames", entry.get("latency_ms")),
+            (f"after warm-up (the first {LATENCY_WARMUP_FRAMES} frame(s) of each camera left out)",
+             entry.get("latency_ms_after_warmup"))]
+    if not rows[0][1]:
         return '<p class="na">no latency measured</p>'
     keys = ("count", "mean", "p50", "p90", "p99", "max", "fps")
-    head = "".join(f"<th>{k}</th>" for k in keys)
-    cells = "".join(f"<td>{format_number(stats.get(k), 0 if k == 'count' else 1)}</td>" for k in keys)
-    return f"<table><tr>{head}</tr><tr>{cells}</tr></table>"
+    table = ["<tr><th>frames</th>" + "".join(f"<th>{k}{'' if k in ('count', 'fps') else ' (ms)'}</th>" for k in keys)
+             + "</tr>"]
+    for label, stats in rows:
+        cells = "".join(f"<td>{format_number((stats or {}).get(k), 0 if k == 'count' else 1)}</td>" for k in keys)
+        table.append(f"<tr><td>{html.escape(label)}</td>{cells}</tr>")
+    return "<table>" + "".join(table) + "</table>" + _latency_context(context)
+
+
+def _latency_context(context: Optional[Dict]) -> str:
+    if not context:
+        return '<p class="note">Measurement conditions were not recorded.</p>'
+    load = context.get("load_avg_1m") or {}
+    load_text = ("not available on this platform" if load.get("start") is None else
+                 f"{load['start']:.2f} at the start, {load.get('end', 0.0):.2f} at the end (1-minute load average, "
+                 f"{context.get('cpu_count')} CPUs)")
+    return (f"<p class='note'>Measured on {html.escape(str(context.get('device')))} with "
+            f"{context.get('torch_threads')} torch thread(s); machine load: {html.escape(load_text)}; one "
+            "StreamingEnhancer.step per frame, device-synchronized, the frames of all cameras interleaved. "
+            "The first frames of a camera include one-time allocation (and compilation) and run with an empty "
+            "history, hence the row after warm-up.</p>")
 
 
 def write_report(path: Path, summary: Dict, plots: Dict[str, Path], videos: Dict[str, Path],
@@ -111,7 +138,7 @@ def write_report(path: Path, summary: Dict, plots: Dict[str, Path], videos: Dict
     parts.append(f"<p class='note'>Flow for the warping error: {html.escape(sources)}. The {GROUND_TRUTH} row scores the "
                  "ground-truth sequence itself (a consistency reference). VBench flicker assumes a static camera; "
                  "with a moving ego camera read the warping error.</p>")
-    parts.append("<h2>Latency</h2>" + _latency_table(methods.get("enhancer", {}).get("latency_ms")))
+    parts.append("<h2>Latency</h2>" + _latency_table(methods.get("enhancer", {}), summary.get("latency_context")))
     not_computed = summary.get("not_computed", {})
     if not_computed:
         items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in not_computed.items())

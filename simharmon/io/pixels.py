@@ -33,6 +33,7 @@ __all__ = [
     "LayerSpec",
     "LAYERS",
     "PixelError",
+    "LayerError",
     "DecodedFrame",
     "check_frame",
     "check_uint8_frames",
@@ -47,6 +48,7 @@ __all__ = [
     "decode_pixels",
     "encode_pixels",
     "decode_layer",
+    "check_layer",
     "expected_array",
 ]
 
@@ -232,6 +234,10 @@ class PixelError(ValueError):
     """Pixel data that decodes but cannot be used (e.g. non-finite floats)."""
 
 
+class LayerError(ValueError):
+    """A renderer layer whose values the protocol refuses (docs/PROTOCOL.md §3.1; error code BAD_LAYER)."""
+
+
 @dataclass
 class DecodedFrame:
     """A decoded frame: ``frame`` ``[1, 3, H, W]`` float32 in [0, 1] on the target device, and the
@@ -355,9 +361,30 @@ def _pack_host(hwc: torch.Tensor, fmt: PixelFormat, alpha: Optional[torch.Tensor
     return out
 
 
+def check_layer(buffer: Any, spec: LayerSpec, width: int) -> None:
+    """Refuse layer values no renderer means: depth NaN, negative or -inf (0 and +inf are "no
+    surface"), flow NaN or infinite. Any mask value is valid. One pass over the host buffer
+    (before any device copy, so a GPU engine never syncs for it); raises :class:`LayerError`
+    naming the first offending pixel."""
+    if spec.name == "mask":
+        return
+    values = np.frombuffer(buffer.buffer if hasattr(buffer, "buffer") else buffer, dtype=np.dtype(spec.dtype))
+    ok = values >= 0 if spec.name == "depth" else np.isfinite(values)  # NaN >= 0 is False
+    if ok.all():
+        return
+    bad = np.flatnonzero(~ok)
+    pixel = int(bad[0]) // spec.channels
+    rule = "NaN, negative or -inf; 0 or +inf mean no surface" if spec.name == "depth" else "NaN or infinite"
+    raise LayerError(f"layer {spec.name!r} has {bad.size} invalid value(s) ({rule}), the first at pixel "
+                     f"(x={pixel % width}, y={pixel // width}): {values[bad[0]]}")
+
+
 def decode_layer(buffer: Any, spec: LayerSpec, width: int, height: int,
                  device: torch.device | str = "cpu") -> torch.Tensor:
-    """Decode an optional layer (mask, depth, flow) into ``[1, C, H, W]`` of its dtype on ``device``."""
+    """Decode an optional layer (mask, depth, flow) into ``[1, C, H, W]`` of its dtype on ``device``.
+
+    Raises :class:`LayerError` for values :func:`check_layer` refuses."""
+    check_layer(buffer, spec, width)
     hwc = _view(buffer, _TORCH_DTYPES[spec.dtype], (height, width, spec.channels))
     return hwc.to(device).permute(2, 0, 1).unsqueeze(0)
 

@@ -22,6 +22,12 @@ The DiT's seven buffers (``accum_*`` training counters and the ``pos_embedder`` 
 deterministic; a file without them is accepted and they keep their constructed values. Anything
 else (a missing, unexpected or wrong-shaped key) raises ``CheckpointError`` listing the first
 offenders, unless ``strict=False``, in which case it is reported and the rest loads.
+
+A file that cannot be read at all gets one line: the file, what was expected (from its suffix) and
+what was found by looking at its bytes (empty, text, random data, a truncated zip, a plain pickle,
+a damaged safetensors header, an unexpected top-level type). Advice to trust the file
+(``trusted=True``, ``--trust-checkpoint``) is given only for a well-formed pickle that weights-only
+loading refuses because it names Python objects.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import pickletools
+import re
+import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +53,7 @@ __all__ = [
     "DIT_OPTIONAL_BUFFERS",
     "SIMHARMON_FORMAT",
     "read_checkpoint",
+    "load_torch_file",
     "load_state_strict",
     "save_safetensors",
 ]
@@ -61,6 +71,10 @@ DIT_OPTIONAL_BUFFERS = (
     "pos_embedder.dim_temporal_range",
 )
 _SHOW = 8  # how many offending keys an error lists per category
+TORCH_EXPECTED = "a PyTorch checkpoint (a torch.save zip archive, or a legacy torch.save pickle)"
+SAFETENSORS_EXPECTED = "a safetensors file (8-byte header length, JSON header, tensor data)"
+_TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # the first pickle of a pre-1.6 torch.save file
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
 class CheckpointError(RuntimeError):
@@ -121,20 +135,140 @@ class LoadReport:
         return text
 
 
-def _torch_load(path: Path, trusted: bool) -> Any:
-    """torch.load with weights_only=True; io.BytesIO (old TE extra state) is allowed too."""
+@dataclass(frozen=True)
+class _Found:
+    """What a file's bytes are. kind: empty, text, unknown, zip, zip-damaged, zip-other, torch-pickle,
+    plain-pickle, pickle-damaged, safetensors, safetensors-damaged."""
+
+    kind: str
+    what: str  # for messages: "found <what>"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0][:200] if lines else "") or type(exc).__name__
+
+
+def _pickle_ops(stream, limit: Optional[int] = None) -> List[Tuple[str, Any]]:
+    """The opcodes of one pickle (name, argument), read without executing anything; raises
+    ValueError for a stream that is not a complete pickle. ``limit``: stop after that many."""
+    ops = []
+    for op, arg, _ in pickletools.genops(stream):
+        ops.append((op.name, arg))
+        if limit is not None and len(ops) >= limit:
+            break
+    return ops
+
+
+def _identify(path: Path) -> _Found:
+    """Classify a file by its bytes (never by unpickling it)."""
+    size = path.stat().st_size
+    if size == 0:
+        return _Found("empty", "an empty file (0 bytes)")
+    with path.open("rb") as handle:
+        head = handle.read(4096)
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            return _Found("zip-damaged", f"a truncated or damaged zip archive ({size} bytes; {_first_line(exc)})")
+        if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            return _Found("zip-other", f"a zip archive that is not a torch.save checkpoint (no data.pkl among its "
+                                       f"{len(names)} entries)")
+        return _Found("zip", "a torch.save zip archive")
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle PROTO opcode
+        try:
+            ops = _pickle_ops(io.BytesIO(head), limit=4)
+        except ValueError:
+            ops = []  # a valid start whose first pickle ends beyond 4 KiB: not a legacy magic pickle
+        if any(name == "LONG1" and arg == _TORCH_LEGACY_MAGIC for name, arg in ops):
+            return _Found("torch-pickle", "a legacy torch.save pickle")
+        return _Found("plain-pickle", "a plain Python pickle (pickle.dump), which torch.load cannot read; re-save "
+                                      "it with torch.save")
+    if size >= 10 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < 2**32:  # text never looks like this
+        length = struct.unpack("<Q", head[:8])[0]
+        if 8 + length > size:
+            return _Found("safetensors-damaged", f"a safetensors header that claims {length} bytes in a {size}-byte "
+                                                 "file (truncated or corrupt)")
+        with path.open("rb") as handle:
+            handle.seek(8)
+            raw = handle.read(length)
+        try:
+            json.loads(raw)
+        except (UnicodeDecodeError, ValueError) as exc:
+            return _Found("safetensors-damaged", f"a safetensors file whose header is not valid JSON ({_first_line(exc)})")
+        return _Found("safetensors", "a safetensors file")
     try:
-        with torch.serialization.safe_globals([io.BytesIO]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        text = head[:512].decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c in "\r\n\t" for c in text):
+        return _Found("text", f"a text file (starting {text[:40]!r})")
+    return _Found("unknown", f"unrecognised binary data (first bytes {head[:8].hex(' ')})")
+
+
+def _unreadable(path: Path, expected: str, found: str, cause: Optional[BaseException] = None) -> CheckpointError:
+    detail = f" ({type(cause).__name__}: {_first_line(cause)})" if cause is not None else ""
+    return CheckpointError(f"{path}: expected {expected}; found {found}{detail}")
+
+
+def _refused_global(path: Path, found: _Found, refusal: BaseException) -> Optional[str]:
+    """The Python object weights-only loading refused, when the file is a well-formed pickle that
+    names one; None when the refusal is really about damaged data."""
+    named = _UNSUPPORTED_GLOBAL.search(str(refusal))
+    if named is None:
+        return None
+    try:
+        if found.kind == "zip":
+            with zipfile.ZipFile(path) as archive:
+                member = next(n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl"))
+                _pickle_ops(io.BytesIO(archive.read(member)))
+        else:  # legacy: magic, protocol version, system info, then the object itself
+            with path.open("rb") as handle:
+                for _ in range(4):
+                    _pickle_ops(handle)
+    except (ValueError, zipfile.BadZipFile, OSError, StopIteration):
+        return None
+    return named.group(1)
+
+
+def _torch_load(path: Path, trusted: bool, found: _Found) -> Any:
+    """torch.load with weights_only=True (io.BytesIO, old TE extra state, allowed too); every
+    failure becomes one CheckpointError line."""
+    try:
+        # An open file, not the path: torch.load treats a path ending in .safetensors as safetensors.
+        with torch.serialization.safe_globals([io.BytesIO]), path.open("rb") as handle:
+            return torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        refused = _refused_global(path, found, exc)
+        if refused is None:
+            raise _unreadable(path, TORCH_EXPECTED, f"{found.what} whose pickle is damaged", exc) from exc
         if not trusted:
             raise CheckpointError(
-                f"{path}: the file holds Python objects that weights_only loading refuses ({exc}). "
-                "If you trust the file, pass trusted=True (CLI: --trust-checkpoint)."
+                f"{path}: the file is a well-formed checkpoint that names Python objects weights-only loading "
+                f"refuses ({refused}); if you trust the file, pass trusted=True (CLI: --trust-checkpoint)"
             ) from exc
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt or truncated?): {exc}") from exc
+        try:
+            with path.open("rb") as handle:
+                return torch.load(handle, map_location="cpu", weights_only=False)
+        except Exception as full:  # unpickling a trusted file runs its code: any error is possible
+            raise _unreadable(path, TORCH_EXPECTED, f"{found.what} that fails to unpickle", full) from full
+    except Exception as exc:  # torch raises RuntimeError, EOFError, KeyError, ... for damaged archives
+        raise _unreadable(path, TORCH_EXPECTED, f"{found.what} that torch cannot read", exc) from exc
+
+
+def load_torch_file(path: str | Path, *, expected: str = TORCH_EXPECTED, trusted: bool = False) -> Any:
+    """``torch.load`` a local file on the CPU, weights-only (``trusted``: full unpickling for a file
+    that needs it), after checking its bytes. Every failure is one CheckpointError line naming the
+    file, ``expected`` and what was found."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}" if not path.exists() else f"checkpoint is not a file: {path}")
+    found = _identify(path)
+    if found.kind not in ("zip", "torch-pickle"):
+        raise _unreadable(path, expected, found.what)
+    return _torch_load(path, trusted, found)
 
 
 def _split_extra_state(state: Mapping[str, Any], parts: CheckpointParts) -> Dict[str, torch.Tensor]:
@@ -187,7 +321,8 @@ def _read_safetensors(path: Path) -> CheckpointParts:
             metadata = handle.metadata() or {}
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file (corrupt or truncated?): {exc}") from exc
+        raise _unreadable(path, SAFETENSORS_EXPECTED, "a safetensors file whose header and tensor data do not agree "
+                                                      "(truncated or corrupt)", exc) from exc
     if metadata.get("format") != SIMHARMON_FORMAT:
         raise CheckpointError(f"{path}: safetensors file without simharmon metadata (format={metadata.get('format')!r})")
     parts = CheckpointParts(path=str(path), format="simharmon")
@@ -215,12 +350,16 @@ def read_checkpoint(path: str | Path, *, use_ema: bool = False, trusted: bool = 
         raise CheckpointError(f"checkpoint not found: {path}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint is not a file: {path}")
-    if path.suffix == ".safetensors":
+    found = _identify(path)
+    if found.kind == "safetensors":  # by content, whatever the suffix
         return _read_safetensors(path)
+    if found.kind not in ("zip", "torch-pickle"):
+        raise _unreadable(path, SAFETENSORS_EXPECTED if path.suffix == ".safetensors" else TORCH_EXPECTED, found.what)
 
-    obj = _torch_load(path, trusted)
+    obj = _torch_load(path, trusted, found)
     if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path}: expected a dict at the top level, got {type(obj).__name__}")
+        raise _unreadable(path, "a mapping of names to tensors at the top level (a Cosmos-Predict2 model.pt, a "
+                                "Harmonizer .pkl or a Wan tokenizer.pth)", f"a {type(obj).__name__}")
     if "state_dict_unet" in obj or "state_dict_vae" in obj:
         parts = CheckpointParts(path=str(path), format="harmonizer", layout="release")
         known = {"state_dict_unet", "state_dict_vae", *HARMONIZER_TRAINING_KEYS}

@@ -23,6 +23,7 @@ plots, videos and the report are recomputed from them at the end of every run.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -215,6 +216,21 @@ def _step_timed(engine: Engine, camera: str, image, given: Dict[str, Any]):
     return result, (time.perf_counter() - began) * 1000.0
 
 
+def _load_average() -> Optional[float]:
+    """The 1-minute load average (None where the platform has none, e.g. Windows)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def _latency_context(device: str, load_start: Optional[float]) -> Dict[str, object]:
+    """What the latencies were measured on and under (the report prints it beside them)."""
+    name = f"{device} ({torch.cuda.get_device_name(torch.device(device))})" if device.startswith("cuda") else device
+    return {"device": name, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "load_avg_1m": {"start": load_start, "end": _load_average()}}
+
+
 def _enhance(cameras: List[_Camera], drive: Drive, engine: Engine, record: RunRecord, out_dir: Path, progress: bool,
              log: Callable[[str], None]) -> None:
     """Run every camera to its target, frame index by frame index."""
@@ -299,6 +315,7 @@ def replay(options: ReplayOptions, log: Callable[[str], None] = _stderr) -> Repl
         run_format=REPLAY_FORMAT, file=REPLAY_FILE,
         extra={"cameras": names, "frames_per_camera": {n: drive.frame_count(n) for n in names},
                "engine": engine.describe()},
+        frames_dir=None, frames_dirs={n: (camera_dir(Path("."), n) / "enhanced").as_posix() for n in names},
     )
     # Which cameras were replayed (and from which topics) is part of what a resume must match.
     record.config = dict(record.config, replay_cameras=names)
@@ -322,6 +339,7 @@ def replay(options: ReplayOptions, log: Callable[[str], None] = _stderr) -> Repl
                 raise ValueError(f"camera {camera.name!r}: {exc}") from exc
     _record_progress(record, cameras)
     record.save(out_dir)
+    load_start = _load_average()
     try:
         _enhance(cameras, drive, engine, record, out_dir, options.progress, log)
         complete = all(c.done >= drive.frame_count(c.name) for c in cameras)
@@ -345,7 +363,7 @@ def replay(options: ReplayOptions, log: Callable[[str], None] = _stderr) -> Repl
                           resumed_from={c.name: c.start for c in cameras}, seconds=0.0, untrained=untrained,
                           status=record.status, passthrough={c.name: c.passthrough for c in cameras})
     context = {"weights": record.weights, "config_name": config.name, "untrained": untrained,
-               "status": record.status, "device": device}
+               "status": record.status, "device": device, "latency_context": _latency_context(device, load_start)}
     write_outputs(drive, out_dir, {c.name: [c.dir / f"{n}.png" for n in c.names[:produced[c.name]]] for c in cameras},
                   {c.name: c.latency for c in cameras}, eval_options, context, options.mcap, result, log)
     result.seconds = time.perf_counter() - began

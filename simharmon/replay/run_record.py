@@ -59,6 +59,10 @@ class RunRecord:
     extra: Dict[str, Any] = field(default_factory=dict)
     run_format: str = RUN_FORMAT  # the format tag; another command (replay) uses its own
     file: str = RUN_FILE
+    # Where the frames are, relative to the output folder: one folder, or one per camera (replay);
+    # only folders that exist when the record is written are named.
+    frames_dir: Optional[str] = FRAMES_DIR
+    frames_dirs: Optional[Dict[str, str]] = None
 
     def identity(self) -> Dict[str, Any]:
         """The fields a resumed run must share with the run that wrote the folder."""
@@ -78,7 +82,6 @@ class RunRecord:
             "target_count": self.target_count,
             "completed": self.completed,
             "status": self.status,
-            "frames_dir": FRAMES_DIR,
             "mp4": self.mp4,
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "config": self.config,
@@ -88,7 +91,13 @@ class RunRecord:
 
     def save(self, out_dir: Path) -> None:
         """Write ``out_dir/<file>`` (``run.json``) atomically."""
-        atomic_write_json(Path(out_dir) / self.file, self.to_json())
+        data = self.to_json()
+        out_dir = Path(out_dir)
+        if self.frames_dir is not None and (out_dir / self.frames_dir).is_dir():
+            data["frames_dir"] = self.frames_dir
+        if self.frames_dirs is not None:
+            data["frames_dirs"] = {k: v for k, v in self.frames_dirs.items() if (out_dir / v).is_dir()}
+        atomic_write_json(out_dir / self.file, data)
 
 
 def read_run_record(out_dir: Path, file: str = RUN_FILE, run_format: str = RUN_FORMAT,

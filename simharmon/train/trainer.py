@@ -31,6 +31,7 @@ from torch import nn
 from ..config import config_from_dict, config_to_dict
 from ..io.atomic import atomic_path, atomic_write_json
 from ..io.pixels import frame_to_model, model_to_frame
+from ..models.checkpoints import load_torch_file
 from ..models.enhancer import EnhancerModel, build_enhancer, export_safetensors
 from ..runtime.inputs import condition_mask as stream_condition_mask
 from ..runtime.stages import (
@@ -293,7 +294,7 @@ class Trainer:
             return False
         if not target.is_file():
             raise FileNotFoundError(f"checkpoint not found: {target}")
-        state = torch.load(target, map_location=self.device, weights_only=True)
+        state = _training_state(target)
         if state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"{target}: unsupported checkpoint version {state.get('version')}")
         # Parsed, not compared as dicts: options added since the checkpoint take their defaults.
@@ -368,6 +369,14 @@ _INFERENCE_ONLY_STREAM_OPTIONS = frozenset({"guided_output", "guided_radius", "g
                                             "region_pixel_band"})
 
 
+def _training_state(path: Path) -> dict:
+    """A training checkpoint's state (on the CPU; loading copies it where it belongs)."""
+    state = load_torch_file(path, expected="a simharmon training checkpoint (OUT/checkpoints/step_*.pt)")
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a simharmon training checkpoint (a dict); found a {type(state).__name__}")
+    return state
+
+
 def export_checkpoint(checkpoint: str | Path, path: str | Path, use_ema: bool = True,
                       stream_changes: Optional[dict] = None) -> Path:
     """Export a training checkpoint (``OUT/checkpoints/step_*.pt``) as safetensors, without its data.
@@ -379,7 +388,7 @@ def export_checkpoint(checkpoint: str | Path, path: str | Path, use_ema: bool = 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = _training_state(checkpoint)
     if state.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{checkpoint}: unsupported checkpoint version {state.get('version')}")
     config = config_from_dict(state["model_config"])

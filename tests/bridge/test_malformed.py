@@ -32,7 +32,7 @@ def truncated_header(rnd, seq):
 
 
 def unknown_version(rnd, seq):
-    version = rnd.choice([0, 2, 3, 99, 2**32, -1])
+    version = rnd.choice([0, 3, 4, 99, 2**32, -1])
     return [msgpack.packb(frame_header(W, H, seq=seq, version=version)), bytes(FRAME_BYTES)], \
         {ErrorCode.UNSUPPORTED_VERSION}, seq
 

@@ -18,10 +18,12 @@ from simharmon.bridge.protocol import (
 from simharmon.bridge.shm_protocol import parse_shm_offer, slot_layout
 
 LIMITS = Limits(max_message_bytes=10_000_000, max_width=1024, max_height=1024)
+SESSION = 0x5EED_0F_C11E47
+IDENTITY_POSE = [1.0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]
 
 
 def frame_parts(width=8, height=4, fmt="rgb8", layers=(), **fields):
-    header = request_header("frame", seq=7, sim="carla", camera="front", frame=3, timestamp_us=-5, width=width,
+    header = request_header("frame", session=SESSION, seq=7, sim="carla", camera="front", frame=3, timestamp_us=-5, width=width,
                             height=height, format=fmt, layers=list(layers) or None, **fields)
     parts = [pack_header(header), bytes(width * height * PIXEL_FORMATS[fmt].bytes_per_pixel)]
     parts += [bytes(LAYERS[name].nbytes(width, height)) for name in layers]
@@ -36,29 +38,30 @@ def refused(parts, limits=LIMITS):
 
 def test_valid_frame_with_layers_pose_and_options():
     header, parts = frame_parts(layers=("mask", "depth", "flow"), intrinsics=[100, 100.5, 4, 2],
-                                pose=[float(i) for i in range(16)],
+                                pose=[0, 0, 1, 5, 1, 0, 0, 6, 0, -1, 0, 7, 0, 0, 0, 1],
                                 options={"reply_format": "rgb32f", "reset": True, "max_age_ms": 20})
     req = decode_request(parts, LIMITS)
     assert (req.type, req.seq, req.stream.sim, req.stream.camera) == ("frame", 7, "carla", "front")
     assert (req.frame_index, req.timestamp_us, req.width, req.height) == (3, -5, 8, 4)
     assert req.format.name == "rgb8" and req.layers == ("mask", "depth", "flow")
-    assert req.intrinsics == (100.0, 100.5, 4.0, 2.0) and req.pose[15] == 15.0
+    assert req.intrinsics == (100.0, 100.5, 4.0, 2.0) and req.pose[3::4] == (5.0, 6.0, 7.0, 1.0)
     assert req.options.reply_format == "rgb32f" and req.options.reset and req.options.max_age_ms == 20.0
     assert [len(req.buffers[n]) for n in ("frame", "mask", "depth", "flow")] == [96, 32, 128, 256]
-    assert req.echo() == {"seq": 7, "sim": "carla", "camera": "front", "frame": 3, "timestamp_us": -5}
+    assert req.echo() == {"version": 2, "seq": 7, "session": SESSION, "sim": "carla", "camera": "front", "frame": 3,
+                          "timestamp_us": -5}
 
 
 @pytest.mark.parametrize("kind", ["hello", "stats", "heartbeat", "bye"])
 def test_control_messages_are_one_part(kind):
-    assert decode_request([pack_header(request_header(kind, seq=1))], LIMITS).type == kind
-    err = refused([pack_header(request_header(kind, seq=1)), b"x"])
+    assert decode_request([pack_header(request_header(kind, session=SESSION, seq=1))], LIMITS).type == kind
+    err = refused([pack_header(request_header(kind, session=SESSION, seq=1)), b"x"])
     assert err.code == ErrorCode.BAD_PART_COUNT and "1 part(s)" in err.message and err.echo["seq"] == 1
 
 
 def test_reset_needs_a_stream():
-    err = refused([pack_header(request_header("reset", seq=2))])
+    err = refused([pack_header(request_header("reset", session=SESSION, seq=2))])
     assert err.code == ErrorCode.BAD_FIELD and "'sim'" in err.message
-    req = decode_request([pack_header(request_header("reset", sim="a", camera="b"))], LIMITS)
+    req = decode_request([pack_header(request_header("reset", session=SESSION, sim="a", camera="b"))], LIMITS)
     assert (req.stream.sim, req.stream.camera) == ("a", "b")
 
 
@@ -67,7 +70,7 @@ def test_reset_needs_a_stream():
     (b"\xc1", "not valid msgpack"),
     (msgpack.packb([1, 2]), "must be a msgpack map"),
     (msgpack.packb({"version": 1}) + b"\x00", "bytes after"),
-    (msgpack.packb({1: 2}), "not valid msgpack"),  # integer keys are refused
+    (msgpack.packb({1: 2}), "keys must be msgpack strings"),  # integer keys are refused
     (b"\xdb\xff\xff\xff\xff", "not valid msgpack"),  # a str claiming 4 GiB
     (b"\x91" * 5000, "not valid msgpack"),  # deeply nested arrays
 ])
@@ -86,8 +89,9 @@ def test_oversized_header_and_message():
 
 def test_version_and_type():
     assert refused([pack_header({"type": "hello"})]).code == ErrorCode.BAD_FIELD
-    err = refused([pack_header({"version": 2, "type": "hello", "seq": 9})])
-    assert err.code == ErrorCode.UNSUPPORTED_VERSION and "version 2" in err.message and err.echo == {"seq": 9}
+    err = refused([pack_header({"version": 3, "type": "hello", "seq": 9})])
+    assert err.code == ErrorCode.UNSUPPORTED_VERSION and "version 3" in err.message and err.echo == {"seq": 9}
+    assert "[1, 2]" in err.message
     assert refused([pack_header({"version": "1", "type": "hello"})]).code == ErrorCode.BAD_FIELD
     err = refused([pack_header({"version": 1, "type": "render"})])
     assert err.code == ErrorCode.UNKNOWN_TYPE and "'render'" in err.message
@@ -137,7 +141,9 @@ def test_sizes_and_part_counts():
 
 def test_reply_headers_round_trip():
     header = msgpack.unpackb(reply_header("dropped", {"seq": 4, "camera": "c"}, reason="superseded"))
-    assert header == {"version": 1, "type": "dropped", "seq": 4, "camera": "c", "reason": "superseded"}
+    assert header == {"version": 2, "type": "dropped", "seq": 4, "camera": "c", "reason": "superseded"}
+    header = msgpack.unpackb(reply_header("ok", {"version": 1, "seq": 4}, request="bye"))
+    assert header == {"version": 1, "type": "ok", "seq": 4, "request": "bye"}  # answered in the request's version
     header = msgpack.unpackb(error_header(ErrorCode.BAD_FIELD, "field 'x' is required"))
     assert header["code"] == "BAD_FIELD" and header["message"] == "field 'x' is required"
     with pytest.raises(ValueError):

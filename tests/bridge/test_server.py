@@ -133,6 +133,15 @@ def test_bridge_client_example_gets_enhanced_frames_from_the_default_server(bund
         assert passed.count("(no_mask: unchanged)") == 4 and "actor 0.00" in passed
 
 
+def test_bridge_client_example_prints_the_error_message(monkeypatch, capsys):
+    with running_server() as server:
+        monkeypatch.setattr(sys, "argv", ["bridge_client.py", "--endpoint", server.endpoints[0], "--ticks", "1",
+                                          "--size", "40x40"])
+        runpy.run_path(str(REPO / "examples" / "bridge_client.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "tick 0 cam0: error UNSUPPORTED_SIZE: frame size 40x40 (WxH) is not supported" in out, out
+
+
 class FlakyEngine(IdentityStandIn):
     """Refuses frames of cameras named "bad*" (like an input check) and crashes on "boom"."""
 

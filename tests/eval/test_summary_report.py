@@ -67,3 +67,28 @@ def test_outputs_are_strict_json_and_the_report_says_not_computed(tmp_path):
     assert "not computed: no local LPIPS weights" in report and "Untrained weights" in report
     assert "data:image/png;base64" in report and "static-camera metric" in report
     assert ">nan<" not in report and ">None<" not in report
+
+
+def test_report_prints_small_warping_errors_in_scientific_notation_with_the_unit(tmp_path):
+    result = _result()
+    result.rows[0]["warp_error"] = 3.1e-06  # a good output's warping error: 0.000003 in fixed decimals
+    summary = summarize(result, {"drive": {"name": "d", "cameras": ["a"]}})
+    report = write_report(tmp_path / "report.html", summary, {}, {}).read_text()
+    assert "<td>3.10e-06 (1)</td>" in report and "0.000003" not in report
+    assert "mean squared difference of [0, 1] intensities" in report
+    assert "<td>0 (1)</td>" in report  # the identity's exact 0 stays a plain 0
+
+
+def test_report_gives_latency_context_and_a_row_after_warm_up(tmp_path):
+    summary = summarize(_result(), {"drive": {"name": "d", "cameras": ["a"]}, "latency_context": {
+        "device": "cuda:0 (NVIDIA H200)", "torch_threads": 2, "cpu_count": 16,
+        "load_avg_1m": {"start": 0.5, "end": 1.25}}})
+    enhancer = summary["methods"]["enhancer"]
+    assert enhancer["latency_ms"]["count"] == 2 and enhancer["latency_ms_after_warmup"]["count"] == 1
+    assert enhancer["latency_ms_after_warmup"]["mean"] == 30.0  # frame 0 (10 ms) is the warm-up
+    report = write_report(tmp_path / "report.html", summary, {}, {}).read_text()
+    assert "cuda:0 (NVIDIA H200) with 2 torch thread(s)" in report
+    assert "0.50 at the start, 1.25 at the end (1-minute load average, 16 CPUs)" in report
+    assert "after warm-up (the first 1 frame(s) of each camera left out)" in report and "mean (ms)" in report
+    summary.pop("latency_context")
+    assert "Measurement conditions were not recorded" in write_report(tmp_path / "r.html", summary, {}, {}).read_text()

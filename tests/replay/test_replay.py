@@ -47,6 +47,8 @@ def metrics(out):
     for row in rows:
         row.pop("latency_ms")
     summary["methods"]["enhancer"].pop("latency_ms")
+    summary["methods"]["enhancer"].pop("latency_ms_after_warmup")
+    summary.pop("latency_context")  # the machine's load differs too
     return rows, summary
 
 
@@ -62,7 +64,11 @@ def test_end_to_end_outputs(fake, drive, tmp_path, capsys):
         assert (out / name).is_file(), name
     assert len(pngs(out)) == 2 * FRAMES and fake.calls == 2 * FRAMES
     assert not [p for p in out.rglob(".*")], "temporary files left behind"
-    assert json.loads((out / "replay.json").read_text())["status"] == "complete"
+    record = json.loads((out / "replay.json").read_text())
+    assert record["status"] == "complete"
+    # Every folder the record names exists (it once named "frames", which replay never writes).
+    assert record["frames_dirs"] == {"front": "cameras/front/enhanced", "rear": "cameras/rear/enhanced"}
+    assert "frames_dir" not in record and all((out / d).is_dir() for d in record["frames_dirs"].values())
     assert len(open_frame_source(out / "videos" / "side_by_side.mp4")) == FRAMES
     rows, summary = metrics(out)
     assert len(rows) == 2 * FRAMES * 4  # cameras x frames x (enhancer, identity, reinhard, ground truth)
@@ -75,6 +81,9 @@ def test_end_to_end_outputs(fake, drive, tmp_path, capsys):
     report = (out / "report.html").read_text()
     assert "not computed" in report and "static-camera metric" in report and "data:video/mp4;base64" in report
     assert "Untrained weights" in report
+    context = json.loads((out / "metrics" / "summary.json").read_text())["latency_context"]
+    assert context["device"] == "cpu" and context["torch_threads"] >= 1 and set(context["load_avg_1m"]) == {"start", "end"}
+    assert f"Measured on cpu with {context['torch_threads']} torch thread(s)" in report
     csv_lines = (out / "metrics" / "per_frame.csv").read_text().splitlines()
     assert csv_lines[0].startswith("camera,index,name,method,mse,psnr") and len(csv_lines) == 1 + 2 * FRAMES * 4
 
