@@ -131,10 +131,14 @@ from .replay import cli as _replay_cli  # noqa: E402 - registered here, after th
 subcommand("replay", help=_replay_cli.HELP, configure=_replay_cli.configure)(_replay_cli.run)
 
 from .data import curate_cli as _curate_cli  # noqa: E402
+from .harmonize import cli as _harmonize_cli  # noqa: E402
+from .harmonize.inverse import inverse_recipe_from_args as _inverse_recipe  # noqa: E402
 from .train import cli as _train_cli  # noqa: E402
 
-subcommand("curate", help=_curate_cli.HELP, configure=_curate_cli.configure)(_curate_cli.run)
+subcommand("curate", help=_curate_cli.HELP, configure=_curate_cli.configure)(
+    lambda args: _curate_cli.run(args, recipe_builders={"inverse": _inverse_recipe}))
 subcommand("train", help=_train_cli.HELP, configure=_train_cli.configure)(_train_cli.run)
+subcommand("harmonize", help=_harmonize_cli.HELP, configure=_harmonize_cli.configure)(_harmonize_cli.run)
 
 
 # -- entry point --------------------------------------------------------------------------------

@@ -7,7 +7,14 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from simharmon.harmonize.models import HarmonyVAE, harmony_vae_config, save_component, save_prompt_embeds, tiny_unet, tiny_vae
+from simharmon.harmonize.models import (
+    HarmonyVAE,
+    harmony_vae_config,
+    save_component,
+    save_prompt_embeds,
+    tiny_unet,
+    tiny_vae,
+)
 
 
 def randomize(module: torch.nn.Module, seed: int, scale: float = 0.05) -> torch.nn.Module:

@@ -110,7 +110,7 @@ class HarmonyVAE(nn.Module):
         self.scaling_factor = float(c.get("scaling_factor", 0.18215))
 
     @classmethod
-    def from_vae(cls, vae: AutoencoderKL, additional_in_channels: int = 1) -> "HarmonyVAE":
+    def from_vae(cls, vae: AutoencoderKL, additional_in_channels: int = 1) -> HarmonyVAE:
         """DiffHarmony++'s initialization: VAE weights everywhere, E_c = the VAE encoder, zero mask and skips."""
         config = dict(vae.config)
         config["additional_in_channels"] = additional_in_channels
