@@ -20,7 +20,7 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from ..replay.atomic import atomic_save_png, atomic_write_json
+from ..io.atomic import atomic_save_png, atomic_write_json
 from .methods import Harmonizer
 
 __all__ = ["IMAGE_SUFFIXES", "HarmonizeResult", "pair_inputs", "harmonize_pairs"]

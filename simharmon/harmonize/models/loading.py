@@ -36,8 +36,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ...io.atomic import atomic_path, atomic_write_json
 from ...models.checkpoints import CheckpointError, LoadReport, load_state_strict
-from ...replay.atomic import atomic_path, atomic_write_json
 from .harmony_vae import HARMONY_VAE_CLASS, HarmonyVAE
 
 __all__ = [
