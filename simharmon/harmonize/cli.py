@@ -34,8 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolution", type=positive_int, default=512, metavar="R",
                         help="square processing size, a multiple of 8 (512 or 1024 for the published model)")
     parser.add_argument("--device", default="cpu", metavar="cpu|cuda", help="torch device (default cpu)")
-    parser.add_argument("--backend", default="eager", choices=BACKENDS[:3],
-                        help="how the UNet step and the VAE run: eager, compile (inductor) or cudagraph (CUDA)")
+    parser.add_argument("--backend", default="auto", choices=BACKENDS[:4],
+                        help="how the UNet step and the VAE run: eager, compile (inductor), cudagraph (CUDA); "
+                             "auto: cudagraph on CUDA, eager on the CPU")
     parser.add_argument("--replace-background", action="store_true",
                         help="keep the model's output outside the mask too (default: the input's own pixels)")
     parser.add_argument("--overwrite", action="store_true",
@@ -56,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
                       "are not meaningful harmonizations. Pass --weights DIR with trained weights.")
     if harmonizer.untrained:
         print(untrained_note)
+    elif harmonizer.describe():
+        print(harmonizer.describe())
     result = harmonize_pairs(pairs, harmonizer, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     line = f"harmonized {result.done}/{result.total} images into {result.out} in {result.seconds:.1f}s"
     if result.resumed:

@@ -1,5 +1,6 @@
 """Running the harmonizer stages through the runtime's backends, one static shape per bucket.
 
+* auto: cudagraph (over compile) on a CUDA device, eager on the CPU (the runtime factory's rule);
 * eager: the stage module itself;
 * compile: ``runtime.backends.build_core('compile', ...)`` (inductor, static shapes, freezing);
 * cudagraph: the compiled stage captured once per input shape over static buffers, then replayed
@@ -21,7 +22,7 @@ from ..runtime.backends import BackendUnavailable, build_core, require_backend
 
 __all__ = ["BACKENDS", "StageRunner", "CapturedStage"]
 
-BACKENDS = ("eager", "compile", "cudagraph", "tensorrt")
+BACKENDS = ("auto", "eager", "compile", "cudagraph", "tensorrt")
 StageFn = Callable[..., Tensor]
 
 
@@ -54,6 +55,8 @@ class StageRunner:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.device = torch.device(device)
+        if backend == "auto":
+            backend = "cudagraph" if self.device.type == "cuda" else "eager"
         require_backend(backend, self.device)
         if backend == "tensorrt":
             raise BackendUnavailable("backend 'tensorrt' is not offered for the harmonizer stages yet; "

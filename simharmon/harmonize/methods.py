@@ -44,7 +44,7 @@ class MethodOptions:
     seed: int = 0
     resolution: int = 512
     device: str = "cpu"
-    backend: str = "eager"
+    backend: str = "auto"
     keep_background: bool = True
 
     def sampler(self) -> SamplerConfig:
@@ -63,6 +63,10 @@ class Harmonizer:
     def settings(self) -> dict:
         """What identifies this run's outputs (compared when a run resumes)."""
         return {"method": self.name, "untrained": self.untrained}
+
+    def describe(self) -> str:
+        """One line per loaded part (empty for methods without weights)."""
+        return ""
 
 
 def check_pair(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -100,13 +104,16 @@ class LatentMethod(Harmonizer):
         return {**super().settings(), "steps": o.steps, "seed": o.seed, "resolution": o.resolution,
                 "keep_background": o.keep_background, "weights": self.sources}
 
+    def describe(self) -> str:
+        return "\n".join(f"{kind}: {source}" for kind, source in self.sources.items())
+
     def __call__(self, image, mask, seed=None, on_step=None):
         weights = check_pair(image, mask)
         device = self.harmonizer.device
         x = pack(torch.from_numpy(np.array(image)).to(device))  # a copy: PIL arrays are read-only
         m = torch.from_numpy(weights).to(device)[None, None]
         height, width = image.shape[:2]
-        side = self.options.resolution
+        side = self.sampler.resolution
         xs, ms = x, m
         if (height, width) != (side, side):
             xs = F.interpolate(x, size=(side, side), mode="bicubic", align_corners=False, antialias=True)

@@ -38,6 +38,7 @@ def test_backend_refusals():
         StageRunner("cudagraph", "cpu")
     with pytest.raises(ValueError, match="backend must be one of"):
         StageRunner("fast")
+    assert StageRunner("auto", "cpu").backend == "eager"
     if not torch.cuda.is_available():
         with pytest.raises(BackendUnavailable):
             StageRunner("tensorrt", "cuda")

@@ -86,8 +86,8 @@ def _read_state(path: Path) -> Dict[str, Tensor]:
 def load_classifier(path: str | Path, input_size: int = 256) -> tuple[HarmonyClassifier, LoadReport]:
     """Load a harmony classifier state dict strictly; the architecture is read from the keys' shapes.
 
-    Accepts the published ``model_state_dict.pth`` (keys without prefix; ``module.`` from
-    DataParallel is refused, name it) and our ``.safetensors`` export.
+    Accepts the published ``model_state_dict.pth`` (torchvision keys, no prefix) and our
+    ``.safetensors`` export of ``HarmonyClassifier.net``.
     """
     path = Path(path)
     if not path.is_file():
