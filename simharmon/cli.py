@@ -132,7 +132,14 @@ subcommand("replay", help=_replay_cli.HELP, configure=_replay_cli.configure)(_re
 
 from .data import curate_cli as _curate_cli  # noqa: E402
 from .harmonize import cli as _harmonize_cli  # noqa: E402
-from .harmonize.inverse import inverse_recipe_from_args as _inverse_recipe  # noqa: E402
+
+
+def _inverse_recipe(args: argparse.Namespace):
+    """The inverse-harmonization curation recipe (imports diffusers only when it is asked for)."""
+    from .harmonize.inverse import inverse_recipe_from_args
+
+    return inverse_recipe_from_args(args)
+
 from .train import cli as _train_cli  # noqa: E402
 
 subcommand("curate", help=_curate_cli.HELP, configure=_curate_cli.configure)(

@@ -6,13 +6,12 @@ import argparse
 from pathlib import Path
 
 from ..argtypes import positive_int
-from .engine import BACKENDS
-from .methods import METHODS, MethodOptions, build_method
-from .run import harmonize_pairs, pair_inputs
+from .registry import METHODS
 
 __all__ = ["HELP", "configure", "run"]
 
 HELP = "harmonize composite images offline (DiffHarmony, DiffHarmony++, Reinhard; resumable)"
+BACKEND_CHOICES = ("auto", "eager", "compile", "cudagraph")  # harmonize.engine.BACKENDS less tensorrt
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +33,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolution", type=positive_int, default=512, metavar="R",
                         help="square processing size, a multiple of 8 (512 or 1024 for the published model)")
     parser.add_argument("--device", default="cpu", metavar="cpu|cuda", help="torch device (default cpu)")
-    parser.add_argument("--backend", default="auto", choices=BACKENDS[:4],
+    parser.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
                         help="how the UNet step and the VAE run: eager, compile (inductor), cudagraph (CUDA); "
                              "auto: cudagraph on CUDA, eager on the CPU")
     parser.add_argument("--replace-background", action="store_true",
@@ -46,6 +45,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the method, harmonize, print a summary. Returns the exit code."""
+    # Imported here: torch and diffusers load only when this command runs (every CLI start reads this module).
+    from .methods import MethodOptions, build_method
+    from .run import harmonize_pairs, pair_inputs
+
     if args.resolution % 8:
         raise ValueError(f"--resolution must be a multiple of 8, got {args.resolution}")
     pairs = pair_inputs(args.input, args.masks)

@@ -2,8 +2,8 @@
 
 A method is built from :class:`MethodOptions` into a :class:`Harmonizer`: a callable from one
 uint8 ``[H, W, 3]`` composite and its ``[H, W]`` mask to the harmonized uint8 ``[H, W, 3]``.
-Part 1 registers ``diffharmony``, ``diffharmony++`` and ``reinhard``; more methods plug in with
-:func:`register_method` (part 2: R2R, HarmoniDiff-RS, guided-ldm, hsv-transfer).
+Part 1's builders are here (``diffharmony``, ``diffharmony++``, ``reinhard``); the names live in
+the light :mod:`simharmon.harmonize.registry` (part 2: R2R, HarmoniDiff-RS, guided-ldm, hsv-transfer).
 
 Latent methods run at ``resolution`` x ``resolution`` (the composite and mask are resized there
 and the result back to the input size), then, with ``keep_background``, paste the input's own
@@ -13,9 +13,9 @@ pixels outside the mask (``simharmon.ops.masked_blend``); 8-bit conversion goes 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -30,9 +30,10 @@ from .models import HarmonyVAE, load_components, tiny_unet, tiny_vae
 from .models.loading import Components
 from .models.prompt import empty_prompt_embeds
 from .pipeline import LatentHarmonizer, SamplerConfig
+from .registry import METHODS, resolve_builder
 
-__all__ = ["Harmonizer", "MethodOptions", "Method", "METHODS", "register_method", "build_method",
-           "LatentMethod", "BaselineMethod", "random_components", "check_pair"]
+__all__ = ["Harmonizer", "MethodOptions", "build_method", "build_diffharmony", "build_diffharmony_pp",
+           "build_reinhard", "LatentMethod", "BaselineMethod", "random_components", "check_pair"]
 
 
 @dataclass(frozen=True)
@@ -170,41 +171,24 @@ def _build_latent(name: str, options: MethodOptions, with_harmony_vae: bool) -> 
     return LatentMethod(name, harmonizer, options, untrained, comps.sources)
 
 
-@dataclass(frozen=True)
-class Method:
-    """A registered method: its name, one-line summary and builder."""
-
-    name: str
-    summary: str
-    build: Callable[[MethodOptions], Harmonizer]
-    uses_weights: bool = True
-    notes: List[str] = field(default_factory=list)
+def build_diffharmony(options: MethodOptions) -> LatentMethod:
+    """``diffharmony``: the plain VAE decoder."""
+    return _build_latent("diffharmony", options, with_harmony_vae=False)
 
 
-METHODS: Dict[str, Method] = {}
+def build_diffharmony_pp(options: MethodOptions) -> LatentMethod:
+    """``diffharmony++``: the Harmony-VAE decoder."""
+    return _build_latent("diffharmony++", options, with_harmony_vae=True)
 
 
-def register_method(method: Method) -> Method:
-    """Add ``method`` to the registry (names are unique)."""
-    if method.name in METHODS:
-        raise ValueError(f"method {method.name!r} registered twice")
-    METHODS[method.name] = method
-    return method
+def build_reinhard(options: MethodOptions) -> BaselineMethod:
+    """``reinhard``: the colour-transfer baseline."""
+    return BaselineMethod("reinhard", reinhard_transfer)
 
 
 def build_method(name: str, options: MethodOptions) -> Harmonizer:
-    """Build the registered method ``name``."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
-    method = METHODS[name]
-    if options.weights and not method.uses_weights:
+    """Build the registered method ``name`` (see :mod:`simharmon.harmonize.registry`)."""
+    builder = resolve_builder(name)
+    if options.weights and not METHODS[name].uses_weights:
         raise ValueError(f"method {name!r} takes no --weights")
-    return method.build(options)
-
-
-register_method(Method("diffharmony", "DiffHarmony: latent diffusion (9-channel UNet), Euler-ancestral, plain VAE decoder",
-                       lambda o: _build_latent("diffharmony", o, with_harmony_vae=False)))
-register_method(Method("diffharmony++", "DiffHarmony++: DiffHarmony with the Harmony-VAE decoder",
-                       lambda o: _build_latent("diffharmony++", o, with_harmony_vae=True)))
-register_method(Method("reinhard", "Reinhard colour transfer in Lab (baseline, no weights)",
-                       lambda o: BaselineMethod("reinhard", reinhard_transfer), uses_weights=False))
+    return builder(options)

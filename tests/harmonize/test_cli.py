@@ -82,3 +82,18 @@ def test_clear_errors(inputs, tmp_path, capsys):
     assert main(["harmonize", str(images), "--masks", str(masks), "--out", out, "--method", "diffharmony",
                  "--resolution", "30"]) == 1
     assert "multiple of 8" in capsys.readouterr().err
+
+
+def test_registry_is_light_and_consistent():
+    import subprocess
+    import sys
+
+    from simharmon.harmonize.cli import BACKEND_CHOICES
+    from simharmon.harmonize.engine import BACKENDS
+    from simharmon.harmonize.registry import METHODS, resolve_builder
+
+    assert set(BACKEND_CHOICES) <= set(BACKENDS)
+    assert all(callable(resolve_builder(name)) for name in METHODS)
+    # Every CLI start imports the registry: it must not pull in diffusers.
+    code = "import sys, simharmon.cli; print(any(m.startswith('diffusers') for m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
