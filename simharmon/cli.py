@@ -21,6 +21,7 @@ from typing import Callable, Dict, Optional, Sequence
 from . import __version__
 from .bridge import cli as serve_cli
 from .data import curate_cli
+from .harmonize import cli as harmonize_cli
 from .models.checkpoints import CheckpointError
 from .replay import cli as replay_cli
 from .replay import enhance_cli
@@ -34,7 +35,7 @@ EXIT_INTERRUPTED = 130
 USER_ERRORS = (OSError, ValueError, CheckpointError)  # reported as one line, not a traceback
 
 COMMANDS = (("enhance", enhance_cli), ("replay", replay_cli), ("serve", serve_cli), ("curate", curate_cli),
-            ("train", train_cli))
+            ("train", train_cli), ("harmonize", harmonize_cli))
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,21 @@ class Subcommand:
         return cls(name, module.HELP, module.configure, module.run)
 
 
+def _run_curate(args: argparse.Namespace) -> int:
+    """``simharmon curate`` with the model-based recipes wired in (``data/`` never imports ``harmonize/``)."""
+    return curate_cli.run(args, recipe_builders={"inverse": _inverse_recipe})
+
+
+def _inverse_recipe(args: argparse.Namespace):
+    """The inverse-harmonization recipe. Imported on use: it loads diffusers, which every other command's
+    start-up (e.g. ``serve`` getting ready) would otherwise pay for."""
+    from .harmonize.inverse import inverse_recipe_from_args
+
+    return inverse_recipe_from_args(args)
+
+
 SUBCOMMANDS: Dict[str, Subcommand] = {name: Subcommand.of(name, module) for name, module in COMMANDS}
+SUBCOMMANDS["curate"] = Subcommand("curate", curate_cli.HELP, curate_cli.configure, _run_curate)
 _DEBUG_HELP = "on an error, also print the Python traceback (for bug reports)"
 
 

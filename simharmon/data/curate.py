@@ -5,7 +5,9 @@ the source's bit for bit):
 
 * ``isp``: ISP modification of the masked foreground (``isp.py``);
 * ``poisson``: random Poisson blending with alpha mixing (``poisson.py``, needs OpenCV);
-* ``artifacts``: novel-view artifact degradations inside the mask (``degrade.py``).
+* ``artifacts``: novel-view artifact degradations inside the mask (``degrade.py``);
+* ``inverse``: DiffHarmony++'s inverse harmonization (a model, so it is passed in by the caller as
+  ``recipes={"inverse": fn}``; the CLI builds it from ``simharmon.harmonize.inverse``).
 
 Temporal sequences (``temporal > 0``): crops along a synthetic camera path with exact flow
 (``temporal_seq.py``) of one ISP composite per sequence.
@@ -28,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -39,9 +41,11 @@ from .isp import apply_isp, as_mask, composite, isp_composite, sample_isp_params
 from .procedural import procedural_scene
 from .temporal_seq import camera_path, crop_sequence
 
-__all__ = ["CurateConfig", "CurateResult", "RECIPES", "curate", "load_sources", "random_mask", "DEFAULT_PROMPT"]
+__all__ = ["CurateConfig", "CurateResult", "RECIPES", "MODEL_RECIPES", "Recipe", "curate", "make_pair", "load_sources", "random_mask", "DEFAULT_PROMPT"]
 
-RECIPES = ("isp", "poisson", "artifacts")
+RECIPES = ("isp", "poisson", "artifacts", "inverse")
+MODEL_RECIPES = ("inverse",)  # provided by the caller: recipe(image, mask, rng) -> (input, parameters)
+Recipe = Callable[[np.ndarray, np.ndarray, np.random.Generator], Tuple[np.ndarray, dict]]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEFAULT_PROMPT = "remove degradation"
 
@@ -185,8 +189,17 @@ def _split(count: int, fraction: float, seed: int) -> List[str]:
     return ["test" if i in test else "train" for i in range(count)]
 
 
-def make_pair(recipe: str, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, dict]:
-    """The degraded input of one pair for ``recipe``; returns (uint8 ``[H, W, 3]``, parameters)."""
+def make_pair(recipe: str, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+              recipes: Optional[Mapping[str, Recipe]] = None) -> Tuple[np.ndarray, dict]:
+    """The degraded input of one pair for ``recipe``; returns (uint8 ``[H, W, 3]``, parameters).
+
+    recipes: callables for the model-based recipes (``MODEL_RECIPES``).
+    """
+    if recipe in MODEL_RECIPES:
+        if not recipes or recipe not in recipes:
+            raise ValueError(f"recipe {recipe!r} needs its model; pass recipes={{{recipe!r}: ...}} "
+                             "(CLI: see simharmon curate --help)")
+        return recipes[recipe](image, mask, rng)
     if recipe == "isp":
         out, params = isp_composite(image, mask, rng)
         return out, {"isp": params.to_dict()}
@@ -238,8 +251,15 @@ def _save_mask(path: Path, mask: np.ndarray) -> None:
     atomic_save_png(path, np.repeat(mask[:, :, None], 3, axis=2))
 
 
-def curate(sources, out: Path, config: CurateConfig = CurateConfig(), progress: bool = True) -> CurateResult:
-    """Make the pairs and sequences of ``config`` from ``sources`` (see :func:`load_sources`) into ``out``."""
+def curate(sources, out: Path, config: CurateConfig = CurateConfig(), progress: bool = True,
+           recipes: Optional[Mapping[str, Recipe]] = None) -> CurateResult:
+    """Make the pairs and sequences of ``config`` from ``sources`` (see :func:`load_sources`) into ``out``.
+
+    recipes: the model-based recipes' callables (``MODEL_RECIPES``), by name.
+    """
+    missing = [r for r in config.recipes if r in MODEL_RECIPES and not (recipes and r in recipes)]
+    if missing:
+        raise ValueError(f"recipe(s) {missing} need their model (for 'inverse': --inverse-weights and --classifier)")
     from tqdm import tqdm
 
     out = Path(out)
@@ -264,7 +284,8 @@ def curate(sources, out: Path, config: CurateConfig = CurateConfig(), progress: 
         for r, recipe in enumerate(config.recipes):
             for variant in range(config.variants):
                 pair_id = f"{name}_{recipe}_{variant:02d}"
-                degraded, params = make_pair(recipe, image, mask, np.random.default_rng([config.seed, index, r, variant]))
+                degraded, params = make_pair(recipe, image, mask, np.random.default_rng([config.seed, index, r, variant]),
+                                             recipes)
                 atomic_save_png(out / "inputs" / f"{pair_id}.png", degraded)
                 _save_mask(out / "masks" / f"{pair_id}.png", mask)
                 manifest[split][pair_id] = {"image": f"inputs/{pair_id}.png", "target_image": target_rel,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Callable, Mapping, Optional
 
 from ..argtypes import positive_int
 
 __all__ = ["HELP", "configure", "run"]
 
-HELP = "make training pairs (ISP, Poisson, artifacts) and temporal sequences in NVIDIA's manifest layout"
+HELP = ("make training pairs (ISP, Poisson, artifacts, inverse harmonization) and temporal sequences in NVIDIA's "
+        "manifest layout")
 
 
 def _size(text: str):
@@ -31,7 +33,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="also generate N procedural street scenes with vehicle masks (redistributable)")
     parser.add_argument("--procedural-size", type=_size, default=(256, 144), metavar="WxH")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--recipe", default="isp", metavar="LIST", help="comma-separated: isp,poisson,artifacts")
+    parser.add_argument("--recipe", default="isp", metavar="LIST",
+                        help="comma-separated: isp,poisson,artifacts,inverse (inverse: DiffHarmony++'s inverse "
+                             "harmonization, needs --inverse-weights and --classifier)")
     parser.add_argument("--variants", type=int, default=1, metavar="N", help="pairs per image and recipe (default 1)")
     parser.add_argument("--temporal", type=int, default=0, metavar="N",
                         help="temporal sequences per image with exact flow (default 0)")
@@ -39,11 +43,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-fraction", type=float, default=0.1, metavar="F", help="held-out share of source images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    inverse = parser.add_argument_group("inverse recipe")
+    inverse.add_argument("--inverse-weights", type=Path, action="append", default=[], metavar="DIR",
+                         help="the inverse harmonizer (diffusers layout: unet/ trained with the roles swapped, vae/, "
+                              "prompt embedding); repeatable")
+    inverse.add_argument("--classifier", type=Path, default=None, metavar="PATH",
+                         help="harmony classifier weights (torchvision ResNet, 2 classes: model_state_dict.pth)")
+    inverse.add_argument("--classifier-size", type=positive_int, default=256, metavar="S",
+                         help="the classifier's input side (256 as published)")
+    inverse.add_argument("--candidates", type=positive_int, default=4, metavar="K", help="candidates per pair")
+    inverse.add_argument("--inverse-steps", type=positive_int, default=5, metavar="N")
+    inverse.add_argument("--inverse-resolution", type=positive_int, default=512, metavar="R")
+    inverse.add_argument("--device", default="cpu", metavar="cpu|cuda")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run curation; prints the counts. Returns the exit code."""
-    from .curate import CurateConfig, curate, load_sources
+def run(args: argparse.Namespace,
+        recipe_builders: Optional[Mapping[str, Callable[[argparse.Namespace], Callable]]] = None) -> int:
+    """Run curation; prints the counts. Returns the exit code.
+
+    recipe_builders: name -> builder of a model-based recipe from the parsed arguments (the CLI
+    passes ``{"inverse": simharmon.harmonize.inverse.inverse_recipe_from_args}``).
+    """
+    from .curate import MODEL_RECIPES, CurateConfig, curate, load_sources
 
     if args.procedural < 0:
         raise ValueError("--procedural must be >= 0")
@@ -51,7 +72,13 @@ def run(args: argparse.Namespace) -> int:
                           variants=args.variants, temporal=args.temporal, temporal_frames=args.temporal_frames,
                           test_fraction=args.test_fraction, seed=args.seed)
     sources = load_sources(args.images, args.masks, args.procedural, args.procedural_size)
-    result = curate(sources, args.out, config, progress=not args.no_progress)
+    recipes = {}
+    for name in config.recipes:
+        if name in MODEL_RECIPES:
+            if not recipe_builders or name not in recipe_builders:
+                raise ValueError(f"recipe {name!r} is not available in this command")
+            recipes[name] = recipe_builders[name](args)
+    result = curate(sources, args.out, config, progress=not args.no_progress, recipes=recipes)
     print(f"wrote {result.pairs['train']} train / {result.pairs['test']} test pairs"
           f" and {result.sequences['train']} / {result.sequences['test']} sequences to {result.manifest}")
     return 0

@@ -24,8 +24,9 @@ from ..config import EngineConfig, OptimizationConfig
 from ..models.bundled import default_weights
 from ..models.enhancer import EnhancerModel, build_enhancer
 from .engine import Engine
+from .stages_runner import StageRunner
 
-__all__ = ["RuntimeSpec", "build_model", "build_runtime", "engine_for", "resolve_device"]
+__all__ = ["RuntimeSpec", "build_model", "build_runtime", "engine_for", "resolve_device", "stage_runner"]
 
 PathLike = Union[str, Path]
 
@@ -110,3 +111,9 @@ def engine_for(model: EnhancerModel, *, backend: str = "auto", dtype: str = "aut
                           optimizations=optimizations)
     return Engine(model, config, stream)
 
+
+
+def stage_runner(device: Optional[str] = "auto", backend: str = "auto") -> StageRunner:
+    """The runtime for stage modules other than the enhancer's step (the offline harmonizers' UNet step,
+    VAE encode / decode): the same device and backend rules, each (stage, shapes) bucket built once."""
+    return StageRunner(backend, resolve_device(device))
