@@ -57,6 +57,9 @@ class Engine:
             raise ValueError("stream options history_warp / region_latent / region_pixel / mask_condition need "
                              "per-frame renderer inputs, which the engine does not take; use StreamingEnhancer.step "
                              "for them")
+        if getattr(self.stream_config, "colour_transform", "off") != "off":
+            raise ValueError("stream option colour_transform is not implemented in the engine's fused output path; "
+                             "use StreamingEnhancer / MultiStreamEnhancer for it")
         if getattr(self.stream_config, "guided_output", False):
             raise ValueError("stream option guided_output is not implemented in the engine's fused output path; "
                              "use StreamingEnhancer / MultiStreamEnhancer for it")

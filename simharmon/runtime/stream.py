@@ -37,11 +37,12 @@ from ..io.pixels import (
     frame_to_model,
     hwc_to_unit_frame,
     levels_to_hwc,
-    model_to_frame,
     quantize_like_release,
 )
+from ..models.denoiser import rectified_flow_coefficients
 from ..models.enhancer import EnhancerModel
 from ..ops import masked_blend, pack, unpack
+from .colour import colour_transform_output, quantize_nearest
 from .guided import guided_filter
 from .history_warp import HistoryAligner
 from .inputs import FrameInputs, condition_mask, gather_inputs, latent_mask
@@ -65,6 +66,8 @@ def run_model_step(model: EnhancerModel, layout: str, image: torch.Tensor, refer
     condition_mask: ``[B, 1, h, w]`` latent-resolution actor mask for the DiT's padding-mask channel
         (``stream.mask_condition``); None feeds zeros, as Cosmos does.
     Returns (decoded frame 0 ``[B, 3, H, W]`` float32 unquantized, its x0 latent ``[B, 16, h, w]``).
+    With ``model.config.stream.colour_transform`` nothing is decoded: the "decoded" frame is ``image``
+    transformed by the coefficients the x0 latent carries (``simharmon.runtime.colour``).
     """
     # A decoder with skip convolutions needs the encoder's activations (Harmonizer): never drop them.
     with_skips = model.config.tokenizer.skip_connections
@@ -88,6 +91,9 @@ def run_model_step(model: EnhancerModel, layout: str, image: torch.Tensor, refer
         # latent 0 is the current frame encoded alone in both layouts (causal VAE): the input latent
         kept = masked_blend(current_x0[:, :, 0], latents[:, :, 0].to(current_x0.dtype), region_mask, region_band)
         current_x0 = kept.unsqueeze(2)
+    if model.config.stream.colour_transform != "off":
+        c_skip = rectified_flow_coefficients(model.config.denoiser.sigma)[0]
+        return colour_transform_output(image, current_x0[:, :, 0], latents[:, :, 0], c_skip), current_x0[:, :, 0]
     if skips is None:
         decoded = model.decode(current_x0.to(model.dtype))
     else:
@@ -121,16 +127,18 @@ def finish_output(stream: StreamConfig, decoded: torch.Tensor, frame: Optional[t
     With ``stream.guided_output``, the decoded frame is first guided-filtered with ``frame`` (the
     input, ``[B, 3, H, W]`` in [0, 1]) as the guide. With ``stream.region_pixel``, outside ``mask``
     (``[B, 1, H, W]`` in [0, 1]) plus the pixel band the output is ``frame``. Without either option
-    ``frame`` and ``mask`` are unused.
+    ``frame`` and ``mask`` are unused. With ``stream.colour_transform`` levels are rounded to nearest
+    (``colour.quantize_nearest``) instead of truncated as the release does.
     """
+    quantize = quantize_nearest if stream.colour_transform != "off" else quantize_like_release
     if not (stream.region_pixel or stream.guided_output):
-        return model_to_frame(decoded)
+        return quantize(decoded.float() * 0.5 + 0.5)
     output, frame = decoded.float() * 0.5 + 0.5, frame.float()
     if stream.guided_output:
         output = guided_filter(frame, output, stream.guided_radius, stream.guided_eps)
     if stream.region_pixel:
         output = masked_blend(output, frame, mask, stream.region_pixel_band)
-    return quantize_like_release(output)
+    return quantize(output)
 
 
 class StreamingEnhancer:
@@ -143,6 +151,10 @@ class StreamingEnhancer:
     def __init__(self, model: EnhancerModel, stream: Optional[StreamConfig] = None):
         self.model = model
         self.stream = stream if stream is not None else model.config.stream
+        if self.stream.colour_transform != model.config.stream.colour_transform:
+            raise ValueError(f"stream.colour_transform {self.stream.colour_transform!r} differs from the model's "
+                             f"{model.config.stream.colour_transform!r}: it is how the network's output is read, "
+                             "fixed by training")
         capacity = max(self.stream.history_length, 1)
         self._ring = TensorRing(capacity)
         self._aligner = (HistoryAligner(self.stream.history_warp, capacity, self.stream.depth_tolerance)
@@ -403,7 +415,7 @@ class StreamingEnhancer:
             if self.stream.region_pixel:
                 out = levels_to_hwc(self.finish(decoded, hwc_to_unit_frame(hwc, layout), inputs), layout)
             else:
-                out = unpack(decoded, layout, "truncate")
+                out = unpack(decoded, layout, "nearest" if self.stream.colour_transform != "off" else "truncate")
             if self.history_length:
                 self._remember_image(pack(out, layout, self.model.dtype), latent, inputs)
             self.frames_seen += 1
