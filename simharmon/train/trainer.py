@@ -32,7 +32,8 @@ from ..io.atomic import atomic_path, atomic_write_json
 from ..io.pixels import model_to_frame
 from ..models.enhancer import EnhancerModel, build_enhancer, export_safetensors
 from ..runtime.inputs import condition_mask as stream_condition_mask
-from ..runtime.stream import StreamingEnhancer, run_model_step
+from ..ops import masked_blend_reference
+from ..runtime.stream import StreamingEnhancer, finish_output, run_model_step
 from .config import TrainConfig, train_config_to_dict
 from .data import ClipBatch, PairSet, SequenceSet
 from .distributed import DistInfo, barrier, init_distributed, resolve_device, wrap_ddp
@@ -54,9 +55,22 @@ class StepModule(nn.Module):
     def forward(self, image: torch.Tensor, references: Sequence[torch.Tensor],
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """image ``[B, 3, H, W]`` in [-1, 1]; references as ``run_model_step``; mask ``[B, 1, H, W]``
-        (the actor, fed to the DiT when ``stream.mask_condition``) -> decoded ``[B, 3, H, W]``."""
-        return run_model_step(self.model, self.model.config.stream.layout, image, list(references),
-                              condition_mask=condition_mask(self.model, mask))[0]
+        (the actor, fed to the DiT when ``stream.mask_condition``) -> decoded ``[B, 3, H, W]``.
+
+        A colour-transform model (``stream.colour_transform``) with ``stream.region_pixel`` trains
+        through the region limit as inference applies it: outside the mask the output is the input,
+        so the coefficient grid is only asked to be right where it is used."""
+        output = run_model_step(self.model, self.model.config.stream.layout, image, list(references),
+                                condition_mask=condition_mask(self.model, mask))[0]
+        return region_limited(self.model.config.stream, output, image, mask)
+
+
+def region_limited(stream, output: torch.Tensor, image: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Training's ``region_pixel`` for colour-transform models: ``output`` outside ``mask`` (plus the
+    band) replaced by ``image`` (both model space), differentiably; other models' output unchanged."""
+    if stream.colour_transform == "off" or not stream.region_pixel or mask is None:
+        return output
+    return masked_blend_reference(output, image.to(output.dtype), mask, stream.region_pixel_band)
 
 
 
@@ -97,13 +111,13 @@ class Trainer:
         for p in self.params.values():
             p.requires_grad_(True)
         self.forward = wrap_ddp(StepModule(self.model), self.dist, self.device)
-        self.optimizer = torch.optim.AdamW(list(self.params.values()), lr=config.lr, betas=(0.9, 0.99),
+        self.optimizer = torch.optim.AdamW(list(self.params.values()), lr=config.lr, betas=(0.9, 0.99), foreach=True,
                                            weight_decay=config.weight_decay)
         self.ema = {name: p.detach().clone() for name, p in self.params.items()}
-        self.pairs = PairSet(Path(config.manifest), "train")
+        self.pairs = PairSet([config.manifest, *config.extra_manifests], "train")
         need_flow = config.flow_source == "data"
-        self.sequences = (SequenceSet(Path(config.temporal_manifest), "train", need_flow=need_flow)
-                          if config.temporal_manifest else None)
+        self.sequences = (SequenceSet([config.temporal_manifest, *config.extra_temporal_manifests], "train",
+                                      need_flow=need_flow) if config.temporal_manifest else None)
         self.perceptual = None
         if config.perceptual_weight > 0:
             self.perceptual = VggPerceptual.load(config.vgg_weights)
@@ -160,28 +174,38 @@ class Trainer:
     def pair_losses(self, step: int) -> Dict[str, torch.Tensor]:
         """Losses of the non-temporal batch of ``step`` (no references)."""
         rng = self._rng(step, 0)
-        batch = self.pairs.batch(rng, self.config.batch_size, self.config.crop)
+        batch = self.pairs.batch(rng, self.config.batch_size, self.config.crop, self.config.crop_on_mask)
         masks = batch.masks.to(self.device)
         with self._autocast():
             output = self.forward(batch.inputs.to(self.device), [], masks)
         return self._image_losses(output.float(), batch.targets.to(self.device), rng, masks)
 
+    @staticmethod
+    def _history_frame(stream: StreamingEnhancer, decoded: torch.Tensor, image: torch.Tensor,
+                       mask: torch.Tensor) -> torch.Tensor:
+        """The output frame inference would remember: colour-transform models finish it as inference
+        does (``finish_output``: region limit, rounding); others keep the plain quantized decode."""
+        if stream.stream.colour_transform == "off":
+            return model_to_frame(decoded)
+        return finish_output(stream.stream, decoded, image.float() * 0.5 + 0.5, mask)
+
     def clip_losses(self, step: int) -> Dict[str, torch.Tensor]:
         """Losses of the temporal batch of ``step``: history without gradients, last two frames with."""
         rng = self._rng(step, 1)
         frames = self.config.temporal_frames
-        clip = self.sequences.batch(rng, self.config.batch_size, self.config.temporal_crop or self.config.crop, frames)
+        clip = self.sequences.batch(rng, self.config.batch_size, self.config.temporal_crop or self.config.crop, frames,
+                                    self.config.crop_on_mask)
         inputs, masks = clip.inputs.to(self.device), clip.masks.to(self.device)
         stream = StreamingEnhancer(self.model, dataclasses.replace(self.model.config.stream, history="partial"))
         with torch.no_grad(), self._autocast():
             for t in range(frames - 2):
                 decoded, latent = run_model_step(self.model, stream.layout, inputs[t], stream.references(),
                                                  condition_mask=condition_mask(self.model, masks[t]))
-                stream.remember(model_to_frame(decoded), latent)
+                stream.remember(self._history_frame(stream, decoded, inputs[t], masks[t]), latent)
             refs_a = stream.references()
             decoded, latent = run_model_step(self.model, stream.layout, inputs[frames - 2], refs_a,
                                              condition_mask=condition_mask(self.model, masks[frames - 2]))
-            stream.remember(model_to_frame(decoded), latent)
+            stream.remember(self._history_frame(stream, decoded, inputs[frames - 2], masks[frames - 2]), latent)
             refs_b = stream.references()
         image = torch.cat([inputs[frames - 2], inputs[frames - 1]])
         pair_masks = torch.cat([masks[frames - 2], masks[frames - 1]])
