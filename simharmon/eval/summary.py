@@ -24,6 +24,7 @@ import numpy as np
 from ..io.atomic import atomic_write_bytes, atomic_write_json
 from .evaluate import FRAME_FIELDS, GROUND_TRUTH, METHODS, EvalResult
 from .image_metrics import FG_BINS
+from .verdict import verdicts
 
 __all__ = ["summarize", "latency_stats", "write_rows_csv", "write_rows_json", "write_summary", "json_safe", "CONVENTIONS"]
 
@@ -116,6 +117,7 @@ def summarize(result: EvalResult, extra: Optional[Dict[str, object]] = None) -> 
         "conventions": CONVENTIONS,
     }
     summary.update(extra or {})
+    summary["verdicts"] = verdicts(summary)  # needs the drive's cameras from ``extra``
     return summary
 
 

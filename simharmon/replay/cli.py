@@ -6,11 +6,13 @@ Kept free of heavy imports at module level, so building the CLI parser stays fas
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from ..argtypes import positive_float as _positive_float
 from ..argtypes import positive_int as _positive_int
+from ..eval.verdict import verdict_lines
 
 __all__ = ["HELP", "configure", "run"]
 
@@ -63,6 +65,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
+def _print_verdicts(summary_path) -> None:
+    """The report's verdict on the terminal: losses first (also to stderr), then the plain lines."""
+    result = json.loads(Path(summary_path).read_text()).get("verdicts")
+    if not result:
+        return
+    for line in verdict_lines(result):
+        print(line)
+        if line.startswith("LOSS"):
+            print(line, file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     """``simharmon replay DRIVE --out RUN ...``: see :func:`simharmon.replay.replay.replay`."""
     from .replay import ReplayOptions, replay
@@ -83,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     frames = ", ".join(f"{c}: {n}" for c, n in result.produced.items())
     print(f"replayed {frames} frames in {result.seconds:.1f}s ({result.status})")
     if result.report_path is not None:
+        _print_verdicts(result.summary_path)
         print(f"report: {result.report_path}")
         print(f"summary: {result.summary_path}")
     if result.mcap_path is not None:
