@@ -186,7 +186,7 @@ LAYOUTS = ("release", "per_frame")
 HISTORY_POLICIES = ("partial", "full", "none")
 REFERENCE_LATENTS = ("reencode", "output")
 HISTORY_WARPS = ("off", "flow", "depth")
-COLOUR_TRANSFORMS = ("off", "affine_curve")  # simharmon.runtime.colour
+COLOUR_TRANSFORMS = ("off", "affine_curve", "smooth_affine_curve")  # simharmon.runtime.colour
 COLOUR_TRANSFORM_CHANNELS = 15
 MAX_REGION_BAND = 32  # simharmon.ops.MAX_BAND: the blend kernel's shared-memory tile bound
 
@@ -230,6 +230,8 @@ class StreamConfig:
         frame's output latent, less the denoiser's skip path, is read as a 1/8-resolution grid of
         colour-transform coefficients (a 3x3 matrix, an offset and a curve per channel) that is
         upsampled and applied to the INPUT frame; nothing is decoded (``simharmon.runtime.colour``).
+        "smooth_affine_curve": the same transform's CHANGE is evaluated on a low-passed input and
+        added to the input, so the input's detail passes through unchanged.
         Only for models trained that way. Output levels are then rounded to nearest, not truncated.
     """
 

@@ -93,7 +93,9 @@ def run_model_step(model: EnhancerModel, layout: str, image: torch.Tensor, refer
         current_x0 = kept.unsqueeze(2)
     if model.config.stream.colour_transform != "off":
         c_skip = rectified_flow_coefficients(model.config.denoiser.sigma)[0]
-        return colour_transform_output(image, current_x0[:, :, 0], latents[:, :, 0], c_skip), current_x0[:, :, 0]
+        decoded = colour_transform_output(image, current_x0[:, :, 0], latents[:, :, 0], c_skip,
+                                          model.config.stream.colour_transform)
+        return decoded, current_x0[:, :, 0]
     if skips is None:
         decoded = model.decode(current_x0.to(model.dtype))
     else:

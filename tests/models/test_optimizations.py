@@ -137,8 +137,9 @@ def test_folded_conv_is_the_last_kernel_slice():
 
 @pytest.mark.parametrize("kernel,padding,stride", [(3, 1, 1), (1, 0, 1), ((3, 3, 3), (1, 1, 1), (1, 2, 2))])
 def test_causal_conv_single_frame_path_matches_the_3d_convolution(kernel, padding, stride):
-    """CausalConv3d on one frame without history runs a 2D convolution: same values and gradients as
-    the 3D convolution over [0, 0, x] (odd sizes; measured worst relative error 1.3e-7)."""
+    """CausalConv3d training on one frame without history runs a 2D convolution: same values and
+    gradients as the 3D convolution over [0, 0, x] (odd sizes; measured worst relative error 1.3e-7);
+    without gradients (inference, FLOP counts) it runs the 3D convolution itself."""
     torch.manual_seed(1)
     conv = CausalConv3d(5, 7, kernel, padding=padding, stride=stride)
     x = torch.randn(2, 5, 1, 9, 11, requires_grad=True)
@@ -150,6 +151,15 @@ def test_causal_conv_single_frame_path_matches_the_3d_convolution(kernel, paddin
     (grad_want,) = torch.autograd.grad(want.square().sum(), conv.weight)
     (grad_got,) = torch.autograd.grad(conv(x).square().sum(), conv.weight)
     assert rel_err(grad_got, grad_want) <= TOL
+    calls = []
+    plain = conv._conv_forward
+    conv._conv_forward = lambda *args: calls.append(1) or plain(*args)  # counts the 3-D convolutions
+    conv(x)
+    assert not calls  # training: the 2-D form
+    with torch.no_grad():
+        assert rel_err(conv(x), want) <= TOL
+    assert calls == [1]  # inference: the reference 3-D convolution
+    del conv._conv_forward
     cache = FeatureCache()
     conv(x, cache)  # first chunk: folded; the cache keeps the frame for the next chunk as before
     if pt:

@@ -20,37 +20,60 @@ from simharmon.train.trainer import StepModule
 H, W = 32, 48
 
 
-def _written_out(frame: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
-    """The transform pixel by pixel in float64: bilinear (half-pixel centres, edge-clamped) grid
-    value at each pixel, then out_c = I_c + sum_k M[c,k] I_k + b_c + q_c I_c (1 - I_c), clamped."""
+def _bilinear(grid: torch.Tensor, y: int, x: int, height: int, width: int) -> torch.Tensor:
+    """Value of ``grid [B, C, h, w]`` at pixel (y, x) of a height x width frame: half-pixel centres, edges clamped."""
+    h, w = grid.shape[-2:]
+    sy = min(max((y + 0.5) * h / height - 0.5, 0.0), h - 1)
+    sx = min(max((x + 0.5) * w / width - 0.5, 0.0), w - 1)
+    y0, fy, x0, fx = int(sy), sy - int(sy), int(sx), sx - int(sx)
+    y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)
+    return ((1 - fy) * ((1 - fx) * grid[:, :, y0, x0] + fx * grid[:, :, y0, x1])
+            + fy * ((1 - fx) * grid[:, :, y1, x0] + fx * grid[:, :, y1, x1]))
+
+
+def _written_out(frame: torch.Tensor, coefficients: torch.Tensor, smooth: bool = False) -> torch.Tensor:
+    """The transform pixel by pixel in float64: out_c = I_c + sum_k M[c,k] B_k + b_c + q_c B_c (1 - B_c),
+    clamped, with B = I, or (smooth) B = the bilinearly upsampled means of the grid's cells."""
     frame, coefficients = frame.double(), coefficients.double()
     b, _, height, width = frame.shape
     h, w = coefficients.shape[-2:]
+    sh, sw = height // h, width // w
+    means = torch.stack([torch.stack([frame[:, :, i * sh:(i + 1) * sh, j * sw:(j + 1) * sw].mean((2, 3))
+                                      for j in range(w)], -1) for i in range(h)], -2)  # [B, 3, h, w]
     out = torch.empty_like(frame)
     for y in range(height):
-        sy = min(max((y + 0.5) * h / height - 0.5, 0.0), h - 1)
-        y0, fy = int(sy), sy - int(sy)
-        y1 = min(y0 + 1, h - 1)
         for x in range(width):
-            sx = min(max((x + 0.5) * w / width - 0.5, 0.0), w - 1)
-            x0, fx = int(sx), sx - int(sx)
-            x1 = min(x0 + 1, w - 1)
-            g = ((1 - fy) * ((1 - fx) * coefficients[:, :, y0, x0] + fx * coefficients[:, :, y0, x1])
-                 + fy * ((1 - fx) * coefficients[:, :, y1, x0] + fx * coefficients[:, :, y1, x1]))  # [B, 15]
+            g = _bilinear(coefficients, y, x, height, width)  # [B, 15]
             pixel = frame[:, :, y, x]  # [B, 3]
+            base = _bilinear(means, y, x, height, width) if smooth else pixel
             matrix = g[:, :9].reshape(b, 3, 3)
-            value = pixel + (matrix @ pixel.unsqueeze(-1))[..., 0] + g[:, 9:12] + g[:, 12:15] * pixel * (1 - pixel)
+            value = pixel + (matrix @ base.unsqueeze(-1))[..., 0] + g[:, 9:12] + g[:, 12:15] * base * (1 - base)
             out[:, :, y, x] = value.clamp(0, 1)
     return out
 
 
-def test_apply_matches_the_written_out_transform():
+@pytest.mark.parametrize("smooth", [False, True])
+def test_apply_matches_the_written_out_transform(smooth):
     gen = torch.Generator().manual_seed(0)
     frame = torch.rand(2, 3, H, W, generator=gen)
     coefficients = 0.3 * torch.randn(2, 15, H // 8, W // 8, generator=gen)
-    got = apply_colour_transform(frame, coefficients)
-    # float32 against float64: measured worst 2.4e-7.
-    assert (got.double() - _written_out(frame, coefficients)).abs().max() < 2e-6
+    got = apply_colour_transform(frame, coefficients, smooth=smooth)
+    # float32 against float64: measured worst 4.8e-7.
+    assert (got.double() - _written_out(frame, coefficients, smooth)).abs().max() < 2e-6
+
+
+def test_smooth_transform_keeps_the_detail():
+    gen = torch.Generator().manual_seed(8)
+    frame = (0.5 + 0.2 * torch.rand(1, 3, H, W, generator=gen)).clamp(0, 1)
+    coefficients = torch.zeros(1, 15, H // 8, W // 8)
+    coefficients[:, [0, 4, 8]] = -0.4  # a strong darkening
+    out = apply_colour_transform(frame, coefficients, smooth=True)
+    detail = frame - torch.nn.functional.avg_pool2d(frame, 8).repeat_interleave(8, 2).repeat_interleave(8, 3)
+    detail_out = out - torch.nn.functional.avg_pool2d(out, 8).repeat_interleave(8, 2).repeat_interleave(8, 3)
+    assert out.mean() < frame.mean() - 0.15
+    assert detail_out.square().mean() > 0.9 * detail.square().mean()  # plain affine_curve would give 0.36x
+    with pytest.raises(ValueError, match="not a multiple"):
+        apply_colour_transform(torch.rand(1, 3, 30, 48), torch.zeros(1, 15, 4, 6), smooth=True)
 
 
 def test_zero_coefficients_give_the_input_and_a_gain_grid_scales_it():
@@ -86,6 +109,7 @@ def _config(**stream):
 def test_config_validation():
     with pytest.raises(ConfigError, match="colour_transform must be one of"):
         StreamConfig(colour_transform="lut")
+    assert StreamConfig(colour_transform="smooth_affine_curve").colour_transform == "smooth_affine_curve"
     with pytest.raises(ConfigError, match="region_latent or guided_output"):
         StreamConfig(colour_transform="affine_curve", guided_output=True)
     config = load_config("tiny")
