@@ -101,7 +101,8 @@ def score_photo_heldout(samples: Sequence[PhotoSample],
     summary: per size and overall, mean fMSE / PSNR of model, input and Reinhard, the model's fMSE
     ratio to each, the share of composites where the model's fMSE is below the input's, the worst
     fMSE increase among composites whose input fMSE is below 100, and the Laplacian energy ratio
-    (model / ground truth, ratio of the means and median of the per-composite ratios).
+    (model / ground truth, ratio of the means and median of the per-composite ratios; and the
+    composite's own ratio, for reference).
     """
     rows = []
     for sample in samples:
@@ -115,6 +116,7 @@ def score_photo_heldout(samples: Sequence[PhotoSample],
             scores = score_image(output, sample.target, sample.mask)
             row[f"fmse_{method}"], row[f"psnr_{method}"] = scores.fmse, scores.psnr
         row["laplacian_model"] = laplacian_energy(outputs["model"], sample.mask)
+        row["laplacian_input"] = laplacian_energy(sample.composite, sample.mask)
         row["laplacian_truth"] = laplacian_energy(sample.target, sample.mask)
         rows.append(row)
     groups = {"overall": rows}
@@ -128,6 +130,7 @@ def _summary(rows: List[dict]) -> Dict[str, object]:
     psnr = {m: float(np.mean([r[f"psnr_{m}"] for r in rows])) for m in ("model", "input", "reinhard")}
     small = [r for r in rows if r["fmse_input"] < 100]
     lap_model = np.array([r["laplacian_model"] for r in rows])
+    lap_input = np.array([r["laplacian_input"] for r in rows])
     lap_truth = np.array([r["laplacian_truth"] for r in rows])
     per = lap_model[lap_truth > 0] / lap_truth[lap_truth > 0]
     return {
@@ -138,6 +141,7 @@ def _summary(rows: List[dict]) -> Dict[str, object]:
         "worst_increase_small_input": max((r["fmse_model"] - r["fmse_input"] for r in small), default=None),
         "laplacian_ratio": float(lap_model.sum() / lap_truth.sum()) if lap_truth.sum() > 0 else None,
         "laplacian_ratio_median": float(np.median(per)) if per.size else None,
+        "laplacian_ratio_input": float(lap_input.sum() / lap_truth.sum()) if lap_truth.sum() > 0 else None,
     }
 
 
