@@ -82,8 +82,8 @@ def test_config_validation(make_config, tmp_path):
     with pytest.raises(ConfigError, match="learning_rate"):
         load_train_config(bad)
     preset = load_train_config("configs/train-default.yaml")
-    assert preset.enhancer_config().stream.layout == "per_frame" and preset.crop == (128, 80) and preset.crop_on_mask
-    assert preset.enhancer_config().stream.colour_transform == "affine_curve" and preset.extra_manifests
+    assert preset.enhancer_config().stream.layout == "per_frame" and preset.crop == (192, 112) and preset.crop_on_mask
+    assert preset.enhancer_config().stream.colour_transform == "smooth_affine_curve" and preset.extra_manifests
 
 
 def test_cli_trains_resumes_and_exports(make_config, tmp_path, capsys):
