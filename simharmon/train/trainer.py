@@ -31,8 +31,8 @@ from ..config import config_from_dict, config_to_dict
 from ..io.atomic import atomic_path, atomic_write_json
 from ..io.pixels import model_to_frame
 from ..models.enhancer import EnhancerModel, build_enhancer, export_safetensors
-from ..runtime.inputs import condition_mask as stream_condition_mask
 from ..ops import masked_blend_reference
+from ..runtime.inputs import condition_mask as stream_condition_mask
 from ..runtime.stream import StreamingEnhancer, finish_output, run_model_step
 from .config import TrainConfig, train_config_to_dict
 from .data import ClipBatch, PairSet, SequenceSet
