@@ -66,14 +66,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _print_verdicts(summary_path) -> None:
-    """The report's verdict on the terminal: losses first (also to stderr), then the plain lines."""
+    """The report's verdict on the terminal, once: losses first, then the plain lines."""
     result = json.loads(Path(summary_path).read_text()).get("verdicts")
     if not result:
         return
     for line in verdict_lines(result):
         print(line)
-        if line.startswith("LOSS"):
-            print(line, file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
