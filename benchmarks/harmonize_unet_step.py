@@ -23,9 +23,9 @@ sys.path[0] = str(REPO)  # not benchmarks/: benchmarks/kernels.py would shadow t
 import torch  # noqa: E402
 from diffusers import UNet2DConditionModel  # noqa: E402
 
-from simharmon.runtime.stages_runner import StageRunner  # noqa: E402
 from simharmon.harmonize.models.presets import sd15_inpaint_unet, tiny_unet  # noqa: E402
 from simharmon.harmonize.stages import UNetStep  # noqa: E402
+from simharmon.runtime.stages_runner import StageRunner  # noqa: E402
 
 
 def _time(fn, inputs, warmup: int, iters: int, cuda: bool) -> list:

@@ -124,6 +124,9 @@ class TokenizerConfig:
     temporal_downsample: Tuple[bool, ...] = (False, True, True)
     # Harmonizer decoder skip convolutions (skip_conv_0..8, HARMONIZER.md); off in the release commands.
     skip_connections: bool = False
+    # False: encoder only (no ``conv2`` / ``decoder``), for models whose output is a colour transform
+    # of the input (stream.colour_transform) and that never decode.
+    decoder: bool = True
     latent_mean: Tuple[float, ...] = WAN_LATENT_MEAN
     latent_std: Tuple[float, ...] = WAN_LATENT_STD
 
@@ -146,6 +149,8 @@ class TokenizerConfig:
             f"got {len(self.latent_mean)}/{len(self.latent_std)}",
         )
         _require(all(s > 0 for s in self.latent_std), "tokenizer.latent_std must be positive")
+        _require(isinstance(self.decoder, bool), f"tokenizer.decoder must be a bool, got {self.decoder!r}")
+        _require(self.decoder or not self.skip_connections, "tokenizer.skip_connections need the decoder")
         if self.skip_connections:
             _require(
                 len(self.dim_mult) == 4 and self.num_res_blocks == 2,
@@ -183,6 +188,8 @@ LAYOUTS = ("release", "per_frame")
 HISTORY_POLICIES = ("partial", "full", "none")
 REFERENCE_LATENTS = ("reencode", "output")
 HISTORY_WARPS = ("off", "flow", "depth")
+COLOUR_TRANSFORMS = ("off", "affine_curve", "smooth_affine_curve")  # simharmon.runtime.colour
+COLOUR_TRANSFORM_CHANNELS = 15
 MAX_REGION_BAND = 32  # simharmon.ops.MAX_BAND: the blend kernel's shared-memory tile bound
 
 
@@ -221,6 +228,13 @@ class StreamConfig:
         It keeps the input's detail, which is exact and flow-consistent, and takes the model's
         local colour and exposure, so a small tokenizer's blur and its frame-to-frame aliasing
         stay out of the output. Off by default (the release decodes the frame as it is).
+    colour_transform: "off" (decode the output latent, as the release) or "affine_curve": the current
+        frame's output latent, less the denoiser's skip path, is read as a 1/8-resolution grid of
+        colour-transform coefficients (a 3x3 matrix, an offset and a curve per channel) that is
+        upsampled and applied to the INPUT frame; nothing is decoded (``simharmon.runtime.colour``).
+        "smooth_affine_curve": the same transform's CHANGE is evaluated on a low-passed input and
+        added to the input, so the input's detail passes through unchanged.
+        Only for models trained that way. Output levels are then rounded to nearest, not truncated.
     """
 
     layout: str = "release"
@@ -237,6 +251,7 @@ class StreamConfig:
     guided_output: bool = False
     guided_radius: int = 7
     guided_eps: float = 1e-3
+    colour_transform: str = "off"
 
     def __post_init__(self) -> None:
         _freeze_tuple(self, "offsets", int)
@@ -259,6 +274,12 @@ class StreamConfig:
                  and 1 <= self.guided_radius <= 64, f"stream.guided_radius must be an int in [1, 64], got "
                  f"{self.guided_radius!r}")
         _require(0 < self.guided_eps < float("inf"), f"stream.guided_eps must be positive, got {self.guided_eps}")
+        _require(self.colour_transform in COLOUR_TRANSFORMS,
+                 f"stream.colour_transform must be one of {COLOUR_TRANSFORMS}, got {self.colour_transform!r}")
+        if self.colour_transform != "off":
+            _require(not self.region_latent and not self.guided_output,
+                     "stream.colour_transform reads the output latent as transform coefficients and applies them "
+                     "to the input: it cannot be combined with region_latent or guided_output")
         for name in ("region_band", "region_pixel_band"):
             value = getattr(self, name)
             _require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_REGION_BAND,
@@ -305,6 +326,11 @@ class EnhancerConfig:
         )
         _require(not self.stream.mask_condition or self.dit.concat_padding_mask,
                  "stream.mask_condition feeds the DiT's padding-mask channel: it needs dit.concat_padding_mask")
+        _require(self.tokenizer.decoder or self.stream.colour_transform != "off",
+                 "tokenizer.decoder false (encoder only) needs stream.colour_transform: the output is never decoded")
+        _require(self.stream.colour_transform == "off" or self.tokenizer.z_dim >= COLOUR_TRANSFORM_CHANNELS,
+                 f"stream.colour_transform needs at least {COLOUR_TRANSFORM_CHANNELS} latent channels, "
+                 f"tokenizer.z_dim is {self.tokenizer.z_dim}")
 
         if self.stream.layout == "release":
             group = self.tokenizer.temporal_compression

@@ -8,9 +8,13 @@ the source's bit for bit):
 * ``artifacts``: novel-view artifact degradations inside the mask (``degrade.py``);
 * ``inverse``: DiffHarmony++'s inverse harmonization (a model, so it is passed in by the caller as
   ``recipes={"inverse": fn}``; the CLI builds it from ``simharmon.harmonize.inverse``).
+* ``photo``: real-photo composites (``photo.py``): a random view of the source at a random scale,
+  resized to ``photo_size``, a segmented or random region and a colour change inside it. Each pair
+  has its own target (the view), written to ``targets/<pair id>.png``; the source's mask is unused.
 
 Temporal sequences (``temporal > 0``): crops along a synthetic camera path with exact flow
-(``temporal_seq.py``) of one ISP composite per sequence.
+(``temporal_seq.py``) of one ISP composite per sequence; with the ``photo`` recipe, pans and zooms
+over the photo with a per-frame exposure jitter of the region (``photo.photo_sequence``).
 
 Output folder layout (paths in the JSON files are relative to OUT)::
 
@@ -35,15 +39,16 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from ..io.atomic import atomic_save_png, atomic_write_json
+from ..io.atomic import atomic_path, atomic_save_png, atomic_write_json
 from .degrade import random_artifacts
 from .isp import apply_isp, as_mask, composite, isp_composite, sample_isp_params
+from .photo import photo_pair, photo_sequence
 from .procedural import procedural_scene
 from .temporal_seq import camera_path, crop_sequence
 
 __all__ = ["CurateConfig", "CurateResult", "RECIPES", "MODEL_RECIPES", "Recipe", "curate", "make_pair", "load_sources", "random_mask", "DEFAULT_PROMPT"]
 
-RECIPES = ("isp", "poisson", "artifacts", "inverse")
+RECIPES = ("isp", "poisson", "artifacts", "photo", "inverse")
 MODEL_RECIPES = ("inverse",)  # provided by the caller: recipe(image, mask, rng) -> (input, parameters)
 Recipe = Callable[[np.ndarray, np.ndarray, np.random.Generator], Tuple[np.ndarray, dict]]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -58,6 +63,9 @@ class CurateConfig:
     source image (0 = none) of ``temporal_frames`` frames, each crop ``temporal_crop`` of the source
     side (rounded down to a multiple of ``multiple``); test_fraction: share of source images held
     out for "test" (at least one when there are two or more sources and the fraction is > 0).
+    photo_size: (width, height) of the ``photo`` recipe's pairs and sequences; photo_mild_share: the
+    share of its pairs with a mild colour change; photo_jitter_ev: its sequences' per-frame exposure
+    jitter (+- EV).
     """
 
     recipes: Tuple[str, ...] = ("isp",)
@@ -69,9 +77,18 @@ class CurateConfig:
     test_fraction: float = 0.1
     seed: int = 0
     prompt: str = DEFAULT_PROMPT
+    photo_size: Tuple[int, int] = (256, 144)
+    photo_mild_share: float = 0.15
+    photo_jitter_ev: float = 0.2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recipes", tuple(str(r) for r in self.recipes))
+        object.__setattr__(self, "photo_size", tuple(int(v) for v in self.photo_size))
+        if len(self.photo_size) != 2 or min(self.photo_size) < 16 or any(v % self.multiple for v in self.photo_size):
+            raise ValueError(f"photo_size must be (width, height), each >= 16 and a multiple of {self.multiple}, "
+                             f"got {self.photo_size}")
+        if not 0.0 <= self.photo_mild_share <= 1.0 or not 0.0 <= self.photo_jitter_ev <= 2.0:
+            raise ValueError("photo_mild_share must be in [0, 1] and photo_jitter_ev in [0, 2]")
         unknown = [r for r in self.recipes if r not in RECIPES]
         if unknown or not self.recipes:
             raise ValueError(f"unknown recipe(s) {unknown}; choose from {list(RECIPES)}")
@@ -222,14 +239,8 @@ def _crop_size(height: int, width: int, config: CurateConfig) -> Tuple[int, int]
     return w, h
 
 
-def _write_sequence(out: Path, seq_id: str, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
-                    config: CurateConfig) -> Tuple[dict, dict]:
-    height, width = image.shape[:2]
-    params = sample_isp_params(rng, min_change_ev=0.25)
-    degraded = composite(apply_isp(image, params, rng), image, mask)
-    crop_w, crop_h = _crop_size(height, width, config)
-    offsets = camera_path(rng, config.temporal_frames, (width - crop_w, height - crop_h))
-    seq = crop_sequence(degraded, image, mask, (crop_w, crop_h), offsets)
+def _write_frames(out: Path, seq_id: str, seq, config: CurateConfig) -> dict:
+    """Write a sequence's frames, targets, masks and flow; returns its temporal.json entry."""
     folder = out / "temporal" / seq_id
     entry: Dict[str, object] = {"frames": [], "targets": [], "masks": [], "prompt": config.prompt}
     for t, (frame, target, crop_mask) in enumerate(zip(seq.frames, seq.targets, seq.masks)):
@@ -238,12 +249,25 @@ def _write_sequence(out: Path, seq_id: str, image: np.ndarray, mask: np.ndarray,
             entry[key].append(f"temporal/{seq_id}/{name}_{t:03d}.png")
         _save_mask(folder / f"mask_{t:03d}.png", crop_mask)
         entry["masks"].append(f"temporal/{seq_id}/mask_{t:03d}.png")
-    from ..io.atomic import atomic_path
-
     with atomic_path(folder / "flow.npz") as tmp, open(tmp, "wb") as handle:
         np.savez(handle, flow_fw=seq.flow_fw, flow_bw=seq.flow_bw)
     entry["flow"] = f"temporal/{seq_id}/flow.npz"
-    return entry, {"isp": params.to_dict(), "offsets": seq.offsets.tolist()}
+    return entry
+
+
+def _write_sequence(out: Path, seq_id: str, image: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+                    config: CurateConfig) -> Tuple[dict, dict]:
+    if "photo" in config.recipes:
+        seq = photo_sequence(rng, image, config.photo_size, config.temporal_frames, config.photo_jitter_ev)
+        return _write_frames(out, seq_id, seq, config), {"recipe": "temporal_photo", **seq.params}
+    height, width = image.shape[:2]
+    params = sample_isp_params(rng, min_change_ev=0.25)
+    degraded = composite(apply_isp(image, params, rng), image, mask)
+    crop_w, crop_h = _crop_size(height, width, config)
+    offsets = camera_path(rng, config.temporal_frames, (width - crop_w, height - crop_h))
+    seq = crop_sequence(degraded, image, mask, (crop_w, crop_h), offsets)
+    return _write_frames(out, seq_id, seq, config), {"recipe": "temporal_isp", "isp": params.to_dict(),
+                                                     "offsets": seq.offsets.tolist()}
 
 
 def _save_mask(path: Path, mask: np.ndarray) -> None:
@@ -280,14 +304,22 @@ def curate(sources, out: Path, config: CurateConfig = CurateConfig(), progress: 
             raise ValueError(f"the mask of {name} is empty: every recipe needs a foreground")
         split = splits[index]
         target_rel = f"targets/{name}.png"
-        atomic_save_png(out / target_rel, image)
+        if any(recipe != "photo" for recipe in config.recipes):
+            atomic_save_png(out / target_rel, image)
         for r, recipe in enumerate(config.recipes):
             for variant in range(config.variants):
                 pair_id = f"{name}_{recipe}_{variant:02d}"
-                degraded, params = make_pair(recipe, image, mask, np.random.default_rng([config.seed, index, r, variant]),
-                                             recipes)
+                rng = np.random.default_rng([config.seed, index, r, variant])
+                if recipe == "photo":
+                    pair = photo_pair(rng, image, config.photo_size, config.photo_mild_share)
+                    degraded, pair_mask, params = pair.input, pair.mask, pair.params
+                    target_rel = f"targets/{pair_id}.png"
+                    atomic_save_png(out / target_rel, pair.target)
+                else:
+                    degraded, params = make_pair(recipe, image, mask, rng, recipes)
+                    pair_mask, target_rel = mask, f"targets/{name}.png"
                 atomic_save_png(out / "inputs" / f"{pair_id}.png", degraded)
-                _save_mask(out / "masks" / f"{pair_id}.png", mask)
+                _save_mask(out / "masks" / f"{pair_id}.png", pair_mask)
                 manifest[split][pair_id] = {"image": f"inputs/{pair_id}.png", "target_image": target_rel,
                                             "prompt": config.prompt, "mask": f"masks/{pair_id}.png"}
                 provenance[pair_id] = {"source": name, "recipe": recipe, "split": split, **params}
@@ -295,7 +327,7 @@ def curate(sources, out: Path, config: CurateConfig = CurateConfig(), progress: 
             seq_id = f"{name}_seq_{s:02d}"
             rng = np.random.default_rng([config.seed, index, 1000 + s])
             temporal[split][seq_id], params = _write_sequence(out, seq_id, image, mask, rng, config)
-            provenance[seq_id] = {"source": name, "recipe": "temporal_isp", "split": split, **params}
+            provenance[seq_id] = {"source": name, "split": split, **params}
     manifest_path = out / "manifest.json"
     atomic_write_json(manifest_path, manifest)
     temporal_path = None

@@ -10,8 +10,8 @@ from ..argtypes import positive_int
 
 __all__ = ["HELP", "configure", "run"]
 
-HELP = ("make training pairs (ISP, Poisson, artifacts, inverse harmonization) and temporal sequences in NVIDIA's "
-        "manifest layout")
+HELP = ("make training pairs (ISP, Poisson, artifacts, real-photo composites, inverse harmonization) and temporal "
+        "sequences in NVIDIA's manifest layout")
 
 
 def _size(text: str):
@@ -34,12 +34,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--procedural-size", type=_size, default=(256, 144), metavar="WxH")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--recipe", default="isp", metavar="LIST",
-                        help="comma-separated: isp,poisson,artifacts,inverse (inverse: DiffHarmony++'s inverse "
+                        help="comma-separated: isp,poisson,artifacts,photo,inverse (photo: views of real photographs "
+                             "with a segmented or random region recoloured; inverse: DiffHarmony++'s inverse "
                              "harmonization, needs --inverse-weights and --classifier)")
     parser.add_argument("--variants", type=int, default=1, metavar="N", help="pairs per image and recipe (default 1)")
     parser.add_argument("--temporal", type=int, default=0, metavar="N",
                         help="temporal sequences per image with exact flow (default 0)")
     parser.add_argument("--temporal-frames", type=positive_int, default=5, metavar="T")
+    parser.add_argument("--photo-size", type=_size, default=(256, 144), metavar="WxH",
+                        help="size of the photo recipe's pairs and sequences (default 256x144)")
+    parser.add_argument("--photo-mild-share", type=float, default=0.15, metavar="F",
+                        help="share of photo pairs with a mild colour change (default 0.15)")
+    parser.add_argument("--photo-jitter-ev", type=float, default=0.2, metavar="EV",
+                        help="per-frame exposure jitter of the photo sequences' region (default 0.2)")
     parser.add_argument("--test-fraction", type=float, default=0.1, metavar="F", help="held-out share of source images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -70,7 +77,8 @@ def run(args: argparse.Namespace,
         raise ValueError("--procedural must be >= 0")
     config = CurateConfig(recipes=tuple(r.strip() for r in args.recipe.split(",") if r.strip()),
                           variants=args.variants, temporal=args.temporal, temporal_frames=args.temporal_frames,
-                          test_fraction=args.test_fraction, seed=args.seed)
+                          test_fraction=args.test_fraction, seed=args.seed, photo_size=args.photo_size,
+                          photo_mild_share=args.photo_mild_share, photo_jitter_ev=args.photo_jitter_ev)
     sources = load_sources(args.images, args.masks, args.procedural, args.procedural_size)
     recipes = {}
     for name in config.recipes:

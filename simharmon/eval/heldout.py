@@ -165,3 +165,16 @@ def sequence_enhancer(model) -> Callable[[str, List[np.ndarray], List[np.ndarray
         return [_step_uint8(stream, frame, mask) for frame, mask in zip(frames, masks)]
 
     return run
+
+
+def stream_runner(model) -> Callable[[List[np.ndarray], List[np.ndarray], bool], List[np.ndarray]]:
+    """``run(frames, masks, with_history)`` (uint8 frames and masks): one fresh stream per call, with the
+    model's history settings or with ``history: none`` (frame by frame), for ``sequence_flicker``."""
+
+    def run(frames: List[np.ndarray], masks: List[np.ndarray], with_history: bool) -> List[np.ndarray]:
+        stream = StreamingEnhancer(model)
+        if not with_history:
+            stream = stream.with_stream(history="none")
+        return [_step_uint8(stream, frame, mask) for frame, mask in zip(frames, masks)]
+
+    return run

@@ -17,6 +17,7 @@ from ..io.atomic import atomic_write_bytes
 from .evaluate import GROUND_TRUTH
 from .image_metrics import FG_BINS
 from .summary import LATENCY_WARMUP_FRAMES
+from .verdict import losses, verdict_lines
 
 __all__ = ["write_report", "format_number"]
 
@@ -25,7 +26,8 @@ _COLUMNS = (("psnr", "PSNR &uarr;", 2), ("mse", "MSE &darr;", 2), ("ssim", "SSIM
 _CSS = """body{font-family:system-ui,sans-serif;margin:24px;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:8px 0 18px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}.warn{background:#fff3cd;border:1px solid #e0c060;
-padding:8px 12px}.na{color:#999}.note{color:#555;font-size:90%}img,video{max-width:100%;border:1px solid #ddd}"""
+padding:8px 12px}.loss{background:#f8d7da;border:2px solid #c0392b;padding:8px 12px}.win{color:#1e7e34}
+.w{color:#1e7e34}.l{color:#c0392b;font-weight:bold}.na{color:#999}.note{color:#555;font-size:90%}img,video{max-width:100%;border:1px solid #ddd}"""
 
 
 def format_number(value, digits: int = 3, scientific: bool = False) -> str:
@@ -71,6 +73,36 @@ def _temporal_table(methods: Dict[str, Dict]) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
+def _verdict_section(summary: Dict) -> str:
+    """Losses in a warning box, then the plain verdict per scope and a table of every comparison."""
+    result = summary.get("verdicts")
+    if not result or not result.get("overall"):
+        return ""
+    parts = ["<h2>Verdict: does the model beat its input and Reinhard?</h2>"]
+    lost = losses(result)
+    if lost:
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in lost)
+        parts.append(f"<div class='loss'><b>The model loses on {len(lost)} comparison(s):</b><ul>{items}</ul></div>")
+    else:
+        parts.append("<p class='win'><b>The model beats or ties its input and Reinhard on every metric computed.</b></p>")
+    lines = [line for line in verdict_lines(result) if not line.startswith("LOSS")]
+    parts.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>")
+    word = {"win": "<span class='w'>better</span>", "loss": "<span class='l'>WORSE</span>", "tie": "tie", None: "n/a"}
+    rows = ["<tr><th>scope</th><th>metric</th><th>model</th><th>input</th><th>Reinhard</th><th>vs input</th>"
+            "<th>vs Reinhard</th></tr>"]
+    scopes = [("overall", result["overall"])] + [(f"camera {c}", r) for c, r in result["per_camera"].items()]
+    for scope, metrics in scopes:
+        for row in metrics.values():
+            sci = row["label"] == "warping error"  # 1e-6-sized values: scientific notation, not 0.000003
+            model, source, reinhard = (format_number(row[k], 3, scientific=sci) for k in ("model", "input", "reinhard"))
+            rows.append(f"<tr><td>{html.escape(scope)}</td><td>{html.escape(row['label'])}</td>"
+                        f"<td>{model}</td><td>{source}</td>"
+                        f"<td>{reinhard}</td><td>{word[row['vs_input']]}</td>"
+                        f"<td>{word[row['vs_reinhard']]}</td></tr>")
+    parts.append("<table>" + "".join(rows) + "</table>")
+    return "\n".join(parts)
+
+
 def _latency_table(entry: Dict, context: Optional[Dict]) -> str:
     """Latency (ms) of all frames and after warm-up, with what it was measured on and under."""
     rows = [("all frames", entry.get("latency_ms")),
@@ -96,7 +128,7 @@ def _latency_context(context: Optional[Dict]) -> str:
                  f"{context.get('cpu_count')} CPUs)")
     return (f"<p class='note'>Measured on {html.escape(str(context.get('device')))} with "
             f"{context.get('torch_threads')} torch thread(s); machine load: {html.escape(load_text)}; one "
-            "StreamingEnhancer.step per frame, device-synchronized, the frames of all cameras interleaved. "
+            "engine step per frame, device-synchronized, the frames of all cameras interleaved. "
             "The first frames of a camera include one-time allocation (and compilation) and run with an empty "
             "history, hence the row after warm-up.</p>")
 
@@ -123,6 +155,7 @@ def write_report(path: Path, summary: Dict, plots: Dict[str, Path], videos: Dict
     if summary.get("status") not in (None, "complete"):
         parts.append(f"<p class='warn'>Run status: {html.escape(str(summary.get('status')))}; only the frames "
                      "enhanced so far are scored.</p>")
+    parts.append(_verdict_section(summary))
     parts.append("<h2>Image metrics (vs. ground truth, 256x256)</h2>")
     if any("overall" in e for e in methods.values()):
         parts.append(_image_table(methods))

@@ -24,6 +24,7 @@ import numpy as np
 from ..io.atomic import atomic_write_bytes, atomic_write_json
 from .evaluate import FRAME_FIELDS, GROUND_TRUTH, METHODS, EvalResult
 from .image_metrics import FG_BINS
+from .verdict import verdicts
 
 __all__ = ["summarize", "latency_stats", "write_rows_csv", "write_rows_json", "write_summary", "json_safe", "CONVENTIONS",
            "LATENCY_WARMUP_FRAMES"]
@@ -43,7 +44,7 @@ CONVENTIONS = {
                   "difference in [0, 1], averaged over pairs",
     "vbench_flicker": "STATIC-CAMERA metric: (255 - mean_t MAE(f_t, f_t+1)) / 255 on uint8 frames; with a moving "
                       "ego camera read the warping error instead",
-    "latency_ms": "wall time of one StreamingEnhancer.step per frame (device synchronized), including the first "
+    "latency_ms": "wall time of one engine step per frame (device synchronized), including the first "
                   "non-temporal frames; 'after warm-up' leaves out each camera's first frame. A resumed run keeps "
                   "the timings its earlier session measured",
 }
@@ -122,6 +123,7 @@ def summarize(result: EvalResult, extra: Optional[Dict[str, object]] = None) -> 
         "conventions": CONVENTIONS,
     }
     summary.update(extra or {})
+    summary["verdicts"] = verdicts(summary)  # needs the drive's cameras from ``extra``
     return summary
 
 

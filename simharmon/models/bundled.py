@@ -1,10 +1,12 @@
-"""The bundled default enhancer: a small model trained by our own pipeline (issue 7).
+"""The bundled default enhancer: a small model trained by our own pipeline (issues 7 and 15).
 
 Its weights ship inside the package (``simharmon/data/default_model/``) with a model card. The
 safetensors file carries its config, so loading needs nothing else. It harmonizes INSERTED ACTORS:
-the actor mask goes into the DiT (``stream.mask_condition``), the output keeps the input outside the
-mask (``stream.region_pixel``) and the input's detail inside it (``stream.guided_output``). A frame
-without a mask passes through.
+the actor mask goes into the DiT (``stream.mask_condition``); the network's output latent is read
+as a smooth colour transform applied to the input frame (``stream.colour_transform``, an
+encoder-only tokenizer), so the output keeps the input's detail; outside the mask the output is the
+input (``stream.region_pixel``). It was trained on real-photo composites and procedural scenes. A
+frame without a mask passes through.
 """
 
 from __future__ import annotations

@@ -179,12 +179,13 @@ class WanTokenizer(nn.Module):
         layout = (config.dim_mult, config.num_res_blocks)
         self.encoder = Encoder3d(config.base_dim, 2 * config.z_dim, *layout, config.temporal_downsample)
         self.conv1 = CausalConv3d(2 * config.z_dim, 2 * config.z_dim, 1)
-        self.conv2 = CausalConv3d(config.z_dim, config.z_dim, 1)
+        self.conv2 = CausalConv3d(config.z_dim, config.z_dim, 1) if config.decoder else None
         skip_channels = None
         if config.skip_connections:
             skip_channels = [self.encoder.layer_channels[e] for _, e in SKIP_MAP]
         temporal_upsample = tuple(reversed(config.temporal_downsample))
-        self.decoder = Decoder3d(config.base_dim, config.z_dim, *layout, temporal_upsample, skip_channels=skip_channels)
+        self.decoder = (Decoder3d(config.base_dim, config.z_dim, *layout, temporal_upsample, skip_channels=skip_channels)
+                        if config.decoder else None)
         if skip_channels is not None:
             dec_in = self.decoder.layer_in_channels
             if len(self.encoder.downsamples) != 11 or [dec_in[d] for d, _ in SKIP_MAP] != skip_channels:
@@ -211,7 +212,12 @@ class WanTokenizer(nn.Module):
     @property
     def num_skips(self) -> int:
         """Number of decoder skip convolutions (0 or 9)."""
-        return self.decoder.num_skips
+        return self.decoder.num_skips if self.decoder is not None else 0
+
+    def _require_decoder(self) -> None:
+        if self.decoder is None:
+            raise ValueError("this tokenizer has no decoder (tokenizer.decoder false: an encoder-only, "
+                             "colour-transform model, whose output is never decoded)")
 
     def latent_frames(self, num_frames: int) -> int:
         """Latent frames for a clip of ``num_frames`` (which must be 1 + c*k)."""
@@ -296,6 +302,7 @@ class WanTokenizer(nn.Module):
             the decoder's (T=1 encodes always do); otherwise a ValueError is raised.
         Returns ``video: [B, 3, 1 + c*(T'-1), 8h, 8w]`` in the latents' dtype.
         """
+        self._require_decoder()
         self._check_latents(latents)
         if skips is not None:
             self._check_skips(skips)

@@ -91,6 +91,13 @@ class CausalConv3d(nn.Conv3d):
                 front -= past.shape[2]
             # Clone so the cache does not keep the whole chunk alive.
             cache.set(self, x[:, :, -self.time_pad:].clone())
+        if (x.shape[2] == 1 and front == self.kernel_size[0] - 1 and self.stride[0] == 1 and self.dilation[0] == 1
+                and self.weight.requires_grad and torch.is_grad_enabled()):
+            # Training on one frame after all-zero causal padding: only the kernel's last time slice meets
+            # data, so this is a 2-D convolution (the same sums less the zero terms), whose backward is much
+            # faster on the CPU. Inference keeps the reference 3-D form (the optimized runtime folds it itself).
+            x = F.pad(x[:, :, 0], self.space_pad)
+            return F.conv2d(x, self.weight[:, :, -1], self.bias, self.stride[1:], 0, self.dilation[1:]).unsqueeze(2)
         x = F.pad(x, (*self.space_pad, front, 0))
         return self._conv_forward(x, self.weight, self.bias)
 

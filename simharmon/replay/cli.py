@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from ..argtypes import add_execution_arguments, add_model_arguments
 from ..argtypes import positive_float as _positive_float
 from ..argtypes import positive_int as _positive_int
+from ..eval.verdict import verdict_lines
 from ..io.drives import DRIVE_KINDS
 from .replay import ReplayOptions, replay
 
@@ -66,6 +68,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
+def _print_verdicts(summary_path) -> None:
+    """The report's verdict on the terminal, once: losses first, then the plain lines."""
+    result = json.loads(Path(summary_path).read_text()).get("verdicts")
+    if not result:
+        return
+    for line in verdict_lines(result):
+        print(line)
+
+
 def run(args: argparse.Namespace) -> int:
     """``simharmon replay DRIVE --out RUN ...``: see :func:`simharmon.replay.replay.replay`."""
     options = ReplayOptions(
@@ -85,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     frames = ", ".join(f"{c}: {n}" for c, n in result.produced.items())
     print(f"replayed {frames} frames in {result.seconds:.1f}s ({result.status})")
     if result.report_path is not None:
+        _print_verdicts(result.summary_path)
         print(f"report: {result.report_path}")
         print(f"summary: {result.summary_path}")
     passed = {c: n for c, n in result.passthrough.items() if n}

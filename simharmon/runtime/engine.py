@@ -35,7 +35,7 @@ from .optimize import OptimizedEnhancer
 from .rig import StreamGroup
 from .stages import history_capacity
 from .static import SlotPool, StaticStep
-from .step import StepCore
+from .step import StepCore, check_stream
 from .stream import check_frame_size
 
 __all__ = ["Engine", "StepResult"]
@@ -105,6 +105,7 @@ class Engine:
         self.device = torch.device(self.config.device)
         if self.device.type == "cuda" and self.device.index is None and torch.cuda.is_available():
             self.device = torch.device("cuda", torch.cuda.current_device())
+        check_stream(model, self.stream_config)
         self.backend = resolve_backend(self.config.backend, self.device)
         require_backend(self.backend, self.device)
         if self.stream_config.num_refs > self.config.max_history:

@@ -154,9 +154,10 @@ class FoldedTokenizer(nn.Module):
         enc: Encoder3d = tokenizer.encoder
         dec: Decoder3d = tokenizer.decoder
         self.encoder2d = _FoldedStack(enc, [*enc.downsamples, *enc.middle])
-        self.decoder2d = _FoldedStack(dec, [*dec.middle, *dec.upsamples])
         self.quant = FoldedConv(tokenizer.conv1)  # 1x1x1: 2z -> 2z
-        self.post_quant = FoldedConv(tokenizer.conv2)  # 1x1x1: z -> z
+        # An encoder-only tokenizer (tokenizer.decoder false) has nothing to fold on the decode side.
+        self.decoder2d = _FoldedStack(dec, [*dec.middle, *dec.upsamples]) if dec is not None else None
+        self.post_quant = FoldedConv(tokenizer.conv2) if dec is not None else None  # 1x1x1: z -> z
 
     def encode(self, video: Tensor) -> Tensor:
         """Like :meth:`WanTokenizer.encode` (no skips): ``[B, 3, T, H, W]`` in [-1, 1] -> normalized latents."""
@@ -177,6 +178,7 @@ class FoldedTokenizer(nn.Module):
     def decode(self, latents: Tensor) -> Tensor:
         """Like :meth:`WanTokenizer.decode` (no skips): normalized latents -> video, not clamped."""
         tok = self.tokenizer
+        tok._require_decoder()
         tok._check_latents(latents)
         z = latents.to(tok.dtype)
         z = z / (1.0 / tok.latent_std) + tok.latent_mean

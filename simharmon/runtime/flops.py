@@ -33,7 +33,8 @@ StageFlops = Dict[str, Dict[str, float]]
 def meta_model(config: EnhancerConfig, dtype: torch.dtype = torch.bfloat16) -> EnhancerModel:
     """An :class:`EnhancerModel` with shapes only (meta device), for counting."""
     with torch.device("meta"):
-        return EnhancerModel(config).to(dtype)
+        # An inference model, as build_enhancer makes it (layers with a training-only path take the reference one).
+        return EnhancerModel(config).to(dtype).eval().requires_grad_(False)
 
 
 def count_flops(fn: Callable[[], object]) -> tuple:

@@ -14,9 +14,11 @@ Order of a step (HARMONIZER.md; the two temporal layouts are documented on ``Str
    (``stream.history_warp``);
 3. ``denoise`` with the optional condition mask (``stream.mask_condition``);
 4. ``region_blend`` in latent space (``stream.region_latent``);
-5. ``decode_current``: latent 0 only (the causal decoder makes that exact);
+5. ``decode_current``: latent 0 only (the causal decoder makes that exact); or, for models that
+   predict a colour transform of the input (``stream.colour_transform``), ``colour_output``: the
+   transform read from x0 and applied to the input frame (nothing is decoded);
 6. ``finish_output``: guided filter, pixel region, quantization (``stream.guided_output`` /
-   ``region_pixel``; the release's 8-bit levels);
+   ``region_pixel``; the release's 8-bit levels, or nearest levels for colour transforms);
 7. ``ring_entry`` and ``push_entries``: what the history keeps of this step.
 
 Shapes: ``N`` streams, ``K`` references, ``C`` latent channels, ``h, w`` = ``H, W`` / the VAE's
@@ -31,8 +33,10 @@ import torch
 from torch import Tensor
 
 from ..config import StreamConfig
-from ..io.pixels import model_to_frame, quantize_like_release
+from ..io.pixels import quantize_like_release
+from ..models.denoiser import rectified_flow_coefficients
 from ..ops import masked_blend, reproject_warp, temporal_blend, warp
+from .colour import colour_transform_output, quantize_nearest
 from .guided import guided_filter
 from .inputs import FrameInputs, condition_mask, latent_mask
 
@@ -48,7 +52,9 @@ __all__ = [
     "denoise",
     "region_blend",
     "decode_current",
+    "colour_output",
     "model_forward",
+    "output_rounding",
     "finish_output",
     "ring_entry",
     "push_entries",
@@ -206,6 +212,13 @@ def decode_current(model, x0: Tensor, skips: Skips = None) -> Tensor:
     return decoded[:, :, 0].float()
 
 
+def colour_output(model, stream: StreamConfig, image: Tensor, x0: Tensor, current: Tensor) -> Tensor:
+    """``stream.colour_transform``: the coefficients x0 carries (less the denoiser's skip path of the
+    current latent ``current``) applied to ``image`` (``[N, 3, H, W]`` in [-1, 1]) -> float32 model space."""
+    c_skip = rectified_flow_coefficients(model.config.denoiser.sigma)[0]
+    return colour_transform_output(image, x0, current, c_skip, stream.colour_transform)
+
+
 def model_forward(model, stream: StreamConfig, image: Tensor, references: Optional[Tensor], *,
                   mask: Optional[Tensor] = None, align: Optional[AlignFn] = None) -> Tuple[Tensor, Tensor]:
     """Encode, (align), denoise, region blend, decode: the differentiable part of a step.
@@ -216,7 +229,8 @@ def model_forward(model, stream: StreamConfig, image: Tensor, references: Option
     mask: the actor mask ``[N, 1, H, W]`` in [0, 1] (``stream.mask_condition`` / ``region_latent``).
     align: ``(references, current) -> references`` (history warping), where current is the
         current latent (per-frame layout) or image (release layout).
-    Returns (decoded frame ``[N, 3, H, W]`` float32 unquantized, its x0 latent ``[N, C, h, w]``).
+    Returns (decoded frame ``[N, 3, H, W]`` float32 unquantized, its x0 latent ``[N, C, h, w]``); with
+    ``stream.colour_transform`` the "decoded" frame is ``colour_output`` (nothing is decoded).
     Training calls this with gradients; inference through :class:`~simharmon.runtime.step.StepCore`.
     """
     with_skips = model.config.tokenizer.skip_connections
@@ -236,6 +250,8 @@ def model_forward(model, stream: StreamConfig, image: Tensor, references: Option
     x0 = denoise(model, latents, condition_mask(stream, mask, stride))
     if stream.region_latent:
         x0 = region_blend(x0, current, latent_mask(mask, stride), stream.region_band)
+    if stream.colour_transform != "off":
+        return colour_output(model, stream, image, x0, current), x0
     return decode_current(model, x0, skips), x0
 
 
@@ -249,16 +265,25 @@ def finish_output(stream: StreamConfig, decoded: Tensor, frame: Optional[Tensor]
     With ``stream.guided_output`` the decoded frame is first guided-filtered with ``frame`` (the
     input, ``[N, 3, H, W]`` in [0, 1]) as the guide; with ``stream.region_pixel``, outside ``mask``
     (``[N, 1, H, W]`` in [0, 1]) plus the pixel band the output is ``frame``. Without either option
-    ``frame`` and ``mask`` are unused. Quantization is the release's (clamp, ``x * 255`` truncated).
+    ``frame`` and ``mask`` are unused. Quantization is the release's (clamp, ``x * 255`` truncated), or
+    to the nearest level for a colour transform (``output_rounding``).
     """
+    quantize = quantize_nearest if output_rounding(stream) == "nearest" else quantize_like_release
+    output = decoded.float() * 0.5 + 0.5
     if not (stream.region_pixel or stream.guided_output):
-        return model_to_frame(decoded)
-    output, frame = decoded.float() * 0.5 + 0.5, frame.float()
+        return quantize(output)
+    frame = frame.float()
     if stream.guided_output:
         output = guided_filter(frame, output, stream.guided_radius, stream.guided_eps)
     if stream.region_pixel:
         output = masked_blend(output, frame, mask, stream.region_pixel_band)
-    return quantize_like_release(output)
+    return quantize(output)
+
+
+def output_rounding(stream: StreamConfig) -> str:
+    """How outputs reach 8-bit levels: ``"truncate"`` (the release's ToPILImage) or ``"nearest"`` (a colour
+    transform: a zero transform then returns the 8-bit input exactly)."""
+    return "nearest" if stream.colour_transform != "off" else "truncate"
 
 
 def ring_entry(model, stream: StreamConfig, output_image: Tensor, x0: Optional[Tensor]) -> Tensor:

@@ -31,14 +31,23 @@ from .stages import (
     history_capacity,
     identity_motion,
     model_forward,
+    output_rounding,
     push_entries,
     ring_entry,
     ring_stride,
 )
 
-__all__ = ["FRAME_KINDS", "StepCore"]
+__all__ = ["FRAME_KINDS", "StepCore", "check_stream"]
 
 FRAME_KINDS = ("uint8", "float")
+
+
+def check_stream(model, stream: StreamConfig) -> None:
+    """ValueError when ``stream`` changes what training fixed: how the network's output is read."""
+    if stream.colour_transform != model.config.stream.colour_transform:
+        raise ValueError(f"stream.colour_transform {stream.colour_transform!r} differs from the model's "
+                         f"{model.config.stream.colour_transform!r}: it is how the network's output is read, "
+                         "fixed by training")
 
 
 class StepCore(nn.Module):
@@ -59,6 +68,7 @@ class StepCore(nn.Module):
             raise ValueError(f"frame kind must be one of {FRAME_KINDS}, got {kind!r}")
         if num_refs not in (0, stream.num_refs):
             raise ValueError(f"num_refs must be 0 or {stream.num_refs} (len(stream.offsets)), got {num_refs}")
+        check_stream(model, stream)
         self.model, self.stream = model, stream
         self.num_refs, self.has_history, self.kind = num_refs, has_history, kind
         self.capacity = history_capacity(stream)
@@ -67,6 +77,7 @@ class StepCore(nn.Module):
         optimizations = getattr(model, "optimizations", None)
         self.fused_io = bool(optimizations is not None and optimizations.fused_io)
         self.finishes = stream.guided_output or stream.region_pixel
+        self.rounding = output_rounding(stream)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -86,7 +97,7 @@ class StepCore(nn.Module):
         """Decoded -> (output frames of this core's kind, the output in model space for the ring or None)."""
         keep = self.capacity > 0
         if self.kind == "uint8" and self.fused_io and not self.finishes:
-            out = unpack(decoded, "rgb", "truncate")  # one pass; equals levels_to_hwc(finish_output(...))
+            out = unpack(decoded, "rgb", self.rounding)  # one pass; equals levels_to_hwc(finish_output(...))
             return out, (pack(out, "rgb", self.dtype) if keep else None)
         levels = finish_output(self.stream, decoded, frame, mask)
         image = frame_to_model(levels, self.dtype) if keep else None

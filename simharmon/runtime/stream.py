@@ -28,7 +28,7 @@ from ..config import StreamConfig
 from ..io.pixels import as_uint8_frames, check_frame, hwc_to_unit_frame, levels_to_hwc
 from .history import HistoryPool
 from .inputs import NO_MASK, NO_MASK_MESSAGE, FrameInputs, gather_inputs
-from .step import StepCore
+from .step import StepCore, check_stream
 
 __all__ = ["StreamingEnhancer", "check_frame_size"]
 
@@ -60,6 +60,7 @@ class StreamingEnhancer:
     def __init__(self, model, stream: Optional[StreamConfig] = None):
         self.model = model
         self.stream = stream if stream is not None else model.config.stream
+        check_stream(model, self.stream)
         self._pool: Optional[HistoryPool] = None
         self._cores: Dict[Tuple[int, bool, str], StepCore] = {}
         self._frame_shape: Optional[Tuple[int, int, int]] = None

@@ -41,8 +41,11 @@ class TrainConfig:
 
     Data: ``manifest`` (pairs, NVIDIA layout; relative paths resolve against its folder) and
     optional ``temporal_manifest`` (sequences with flow, from ``simharmon curate --temporal``);
+    ``extra_manifests`` / ``extra_temporal_manifests``: more curated sets, pooled with the first
+    (batches draw uniformly from the pooled pairs, e.g. procedural and real-photo sets);
     ``crop`` (width, height) random crops, multiples of the model's pixel multiple;
-    ``temporal_crop`` the same for temporal batches (None: ``crop``), for sequences curated smaller.
+    ``temporal_crop`` the same for temporal batches (None: ``crop``), for sequences curated smaller;
+    ``crop_on_mask``: centre each crop on a random actor-mask pixel (for crops smaller than the pairs).
     Model: ``model`` preset or YAML, ``model_overrides`` merged onto it (e.g. the stream layout),
     ``init_weights`` optional checkpoint to start from, ``trainable`` which parts learn.
     Schedule: ``pretrain_steps`` non-temporal steps, then every ``temporal_every``-th step is a
@@ -55,8 +58,11 @@ class TrainConfig:
 
     manifest: str = ""
     temporal_manifest: Optional[str] = None
+    extra_manifests: Tuple[str, ...] = ()
+    extra_temporal_manifests: Tuple[str, ...] = ()
     crop: Tuple[int, int] = (256, 144)
     temporal_crop: Optional[Tuple[int, int]] = None
+    crop_on_mask: bool = False
     model: str = "tiny"
     model_overrides: Dict[str, Any] = field(default_factory=dict)
     init_weights: Optional[str] = None
@@ -91,6 +97,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "crop", tuple(int(v) for v in self.crop))
+        for name in ("extra_manifests", "extra_temporal_manifests"):
+            object.__setattr__(self, name, tuple(str(v) for v in getattr(self, name)))
+        _require(not self.extra_temporal_manifests or self.temporal_manifest is not None,
+                 "train.extra_temporal_manifests needs train.temporal_manifest")
         if self.temporal_crop is not None:
             object.__setattr__(self, "temporal_crop", tuple(int(v) for v in self.temporal_crop))
             _require(len(self.temporal_crop) == 2 and min(self.temporal_crop) >= 16,

@@ -71,22 +71,44 @@ class ClipBatch:
     flow_bw: Optional[torch.Tensor]
 
 
-def _crop_origin(rng: np.random.Generator, shape: Tuple[int, int], crop: Tuple[int, int], what: str) -> Tuple[int, int]:
+def _crop_origin(rng: np.random.Generator, shape: Tuple[int, int], crop: Tuple[int, int], what: str,
+                 mask: Optional[np.ndarray] = None) -> Tuple[int, int]:
+    """Top-left (y, x) of a random ``crop = (w, h)`` window; with ``mask``, the window is centred on a
+    random mask pixel (clamped to the image), so small crops still hold some of the actor."""
     height, width = shape
     crop_w, crop_h = crop
     if width < crop_w or height < crop_h:
         raise ValueError(f"{what} is {width}x{height}, smaller than the training crop {crop_w}x{crop_h}")
+    if mask is not None:
+        ys, xs = np.nonzero(mask)
+        if ys.size:
+            pick = int(rng.integers(ys.size))
+            return (int(np.clip(ys[pick] - crop_h // 2, 0, height - crop_h)),
+                    int(np.clip(xs[pick] - crop_w // 2, 0, width - crop_w)))
     return int(rng.integers(0, height - crop_h + 1)), int(rng.integers(0, width - crop_w + 1))
 
 
-class PairSet:
-    """Pairs of a manifest split: input, target and mask (all-ones when the entry has none)."""
+def _manifest_list(manifest) -> List[Path]:
+    return [Path(manifest)] if isinstance(manifest, (str, Path)) else [Path(m) for m in manifest]
 
-    def __init__(self, manifest: Path, split: str = "train"):
-        root, entries = read_manifest(manifest, split)
-        self.ids: List[str] = sorted(entries)
+
+class PairSet:
+    """Pairs of a manifest split: input, target and mask (all-ones when the entry has none).
+
+    manifest: one manifest path, or several whose pairs are pooled (ids become ``<index>:<id>``
+    after the first, so equal ids in different sets stay apart).
+    """
+
+    def __init__(self, manifest, split: str = "train"):
+        self.ids: List[str] = []
         self.inputs, self.targets, self.masks = [], [], []
-        for key in self.ids:
+        for number, path in enumerate(_manifest_list(manifest)):
+            self._add(path, split, "" if number == 0 else f"{number}:")
+
+    def _add(self, manifest: Path, split: str, prefix: str) -> None:
+        root, entries = read_manifest(manifest, split)
+        for key in sorted(entries):
+            self.ids.append(prefix + key)
             entry = entries[key]
             for field_name in ("image", "target_image"):
                 if field_name not in entry:
@@ -104,13 +126,15 @@ class PairSet:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def batch(self, rng: np.random.Generator, size: int, crop: Tuple[int, int]) -> PairBatch:
-        """``size`` random pairs (with replacement), each randomly cropped to ``crop = (w, h)``."""
+    def batch(self, rng: np.random.Generator, size: int, crop: Tuple[int, int], on_mask: bool = False) -> PairBatch:
+        """``size`` random pairs (with replacement), each randomly cropped to ``crop = (w, h)``
+        (``on_mask``: centred on a random mask pixel)."""
         crop_w, crop_h = crop
         picks = rng.integers(0, len(self), size=size)
         ins, tgs, mks = [], [], []
         for index in picks:
-            y, x = _crop_origin(rng, self.inputs[index].shape[:2], crop, self.ids[index])
+            y, x = _crop_origin(rng, self.inputs[index].shape[:2], crop, self.ids[index],
+                                self.masks[index] if on_mask else None)
             window = (slice(y, y + crop_h), slice(x, x + crop_w))
             ins.append(self.inputs[index][window])
             tgs.append(self.targets[index][window])
@@ -120,13 +144,19 @@ class PairSet:
 
 
 class SequenceSet:
-    """Temporal sequences of a ``temporal.json`` split (``simharmon curate --temporal``)."""
+    """Temporal sequences of a ``temporal.json`` split (``simharmon curate --temporal``); one path
+    or several pooled, as :class:`PairSet`."""
 
-    def __init__(self, manifest: Path, split: str = "train", need_flow: bool = True):
-        root, entries = read_manifest(manifest, split)
-        self.ids: List[str] = sorted(entries)
+    def __init__(self, manifest, split: str = "train", need_flow: bool = True):
+        self.ids: List[str] = []
         self.sequences = []
-        for key in self.ids:
+        for number, path in enumerate(_manifest_list(manifest)):
+            self._add(path, split, need_flow, "" if number == 0 else f"{number}:")
+
+    def _add(self, manifest: Path, split: str, need_flow: bool, prefix: str) -> None:
+        root, entries = read_manifest(manifest, split)
+        for key in sorted(entries):
+            self.ids.append(prefix + key)
             entry = entries[key]
             frames = np.stack([_load(root, p) for p in entry["frames"]])
             targets = np.stack([_load(root, p) for p in entry["targets"]])
@@ -147,8 +177,10 @@ class SequenceSet:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def batch(self, rng: np.random.Generator, size: int, crop: Tuple[int, int], frames: int) -> ClipBatch:
-        """``size`` clips of ``frames`` consecutive frames, one crop window per clip (flow is cropped too)."""
+    def batch(self, rng: np.random.Generator, size: int, crop: Tuple[int, int], frames: int,
+              on_mask: bool = False) -> ClipBatch:
+        """``size`` clips of ``frames`` consecutive frames, one crop window per clip (flow is cropped too;
+        ``on_mask``: centred on a random pixel of the clip's first mask)."""
         crop_w, crop_h = crop
         parts: Dict[str, list] = {"in": [], "tg": [], "mk": [], "fw": [], "bw": []}
         for index in rng.integers(0, len(self), size=size):
@@ -156,7 +188,8 @@ class SequenceSet:
             if len(seq_frames) < frames:
                 raise ValueError(f"sequence {self.ids[index]!r} has {len(seq_frames)} frames, fewer than {frames}")
             start = int(rng.integers(0, len(seq_frames) - frames + 1))
-            y, x = _crop_origin(rng, seq_frames.shape[1:3], crop, self.ids[index])
+            y, x = _crop_origin(rng, seq_frames.shape[1:3], crop, self.ids[index],
+                                seq_masks[start] if on_mask else None)
             t, win = slice(start, start + frames), (slice(y, y + crop_h), slice(x, x + crop_w))
             parts["in"].append(seq_frames[t][:, win[0], win[1]])
             parts["tg"].append(seq_targets[t][:, win[0], win[1]])

@@ -33,8 +33,10 @@ from ..io.atomic import atomic_path, atomic_write_json
 from ..io.pixels import frame_to_model, model_to_frame
 from ..models.checkpoints import load_torch_file
 from ..models.enhancer import EnhancerModel, build_enhancer, export_safetensors
+from ..ops import masked_blend_reference
 from ..runtime.inputs import condition_mask as stream_condition_mask
 from ..runtime.stages import (
+    finish_output,
     gather_entries,
     history_capacity,
     model_forward,
@@ -64,8 +66,22 @@ class StepModule(nn.Module):
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """image ``[B, 3, H, W]`` in [-1, 1]; references ``[B, K, ...]`` as ``stages.model_forward`` (or
         None); mask ``[B, 1, H, W]`` (the actor, for ``stream.mask_condition`` / ``region_latent``) ->
-        decoded ``[B, 3, H, W]``."""
-        return model_forward(self.model, self.model.config.stream, image, references, mask=mask)[0]
+        decoded ``[B, 3, H, W]``.
+
+        A colour-transform model (``stream.colour_transform``) with ``stream.region_pixel`` trains
+        through the region limit as inference applies it: outside the mask the output is the input,
+        so the coefficient grid is only asked to be right where it is used."""
+        stream = self.model.config.stream
+        output = model_forward(self.model, stream, image, references, mask=mask)[0]
+        return region_limited(stream, output, image, mask)
+
+
+def region_limited(stream, output: torch.Tensor, image: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Training's ``region_pixel`` for colour-transform models: ``output`` outside ``mask`` (plus the
+    band) replaced by ``image`` (both model space), differentiably; other models' output unchanged."""
+    if stream.colour_transform == "off" or not stream.region_pixel or mask is None:
+        return output
+    return masked_blend_reference(output, image.to(output.dtype), mask, stream.region_pixel_band)
 
 
 def history_references(model: EnhancerModel, stream, images: Sequence[torch.Tensor],
@@ -74,7 +90,8 @@ def history_references(model: EnhancerModel, stream, images: Sequence[torch.Tens
 
     Returns ``len(images) + 1`` entries: the references of frame t (None: a non-temporal step), the
     last one for the frame after ``images``. The history stages are the runtime's, so references
-    are what inference feeds (outputs quantized to 8 bits, re-encoded in the per-frame layout).
+    are what inference feeds: outputs finished as inference finishes them (``finish_output``: guided
+    filter, region limit, 8-bit levels), re-encoded in the per-frame layout.
     """
     ring, count, result = None, 0, []
     capacity = history_capacity(stream)
@@ -88,7 +105,8 @@ def history_references(model: EnhancerModel, stream, images: Sequence[torch.Tens
         if image is None or not capacity:
             continue
         decoded, x0 = model_forward(model, stream, image, references, mask=mask)
-        entry = ring_entry(model, stream, frame_to_model(model_to_frame(decoded), model.dtype), x0)
+        output = finish_output(stream, decoded, image.float() * 0.5 + 0.5, mask)
+        entry = ring_entry(model, stream, frame_to_model(output, model.dtype), x0)
         ring = entry.unsqueeze(1).repeat(1, capacity, *([1] * (entry.dim() - 1))) if ring is None \
             else push_entries(ring, entry)  # fmt: skip
         count = min(count + 1, capacity)
@@ -133,13 +151,13 @@ class Trainer:
         for p in self.params.values():
             p.requires_grad_(True)
         self.forward = wrap_ddp(StepModule(self.model), self.dist, self.device)
-        self.optimizer = torch.optim.AdamW(list(self.params.values()), lr=config.lr, betas=(0.9, 0.99),
+        self.optimizer = torch.optim.AdamW(list(self.params.values()), lr=config.lr, betas=(0.9, 0.99), foreach=True,
                                            weight_decay=config.weight_decay)
         self.ema = {name: p.detach().clone() for name, p in self.params.items()}
-        self.pairs = PairSet(Path(config.manifest), "train")
+        self.pairs = PairSet([config.manifest, *config.extra_manifests], "train")
         need_flow = config.flow_source == "data"
-        self.sequences = (SequenceSet(Path(config.temporal_manifest), "train", need_flow=need_flow)
-                          if config.temporal_manifest else None)
+        self.sequences = (SequenceSet([config.temporal_manifest, *config.extra_temporal_manifests], "train",
+                                      need_flow=need_flow) if config.temporal_manifest else None)
         self.perceptual = None
         if config.perceptual_weight > 0:
             self.perceptual = VggPerceptual.load(config.vgg_weights)
@@ -196,7 +214,7 @@ class Trainer:
     def pair_losses(self, step: int) -> Dict[str, torch.Tensor]:
         """Losses of the non-temporal batch of ``step`` (no references)."""
         rng = self._rng(step, 0)
-        batch = self.pairs.batch(rng, self.config.batch_size, self.config.crop)
+        batch = self.pairs.batch(rng, self.config.batch_size, self.config.crop, self.config.crop_on_mask)
         masks = batch.masks.to(self.device)
         with self._autocast():
             output = self.forward(batch.inputs.to(self.device), None, masks)
@@ -206,7 +224,8 @@ class Trainer:
         """Losses of the temporal batch of ``step``: history without gradients, last two frames with."""
         rng = self._rng(step, 1)
         frames = self.config.temporal_frames
-        clip = self.sequences.batch(rng, self.config.batch_size, self.config.temporal_crop or self.config.crop, frames)
+        clip = self.sequences.batch(rng, self.config.batch_size, self.config.temporal_crop or self.config.crop, frames,
+                                    self.config.crop_on_mask)
         inputs, masks = clip.inputs.to(self.device), clip.masks.to(self.device)
         stream = dataclasses.replace(self.model.config.stream, history="partial")
         with torch.no_grad(), self._autocast():

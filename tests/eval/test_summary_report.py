@@ -92,3 +92,25 @@ def test_report_gives_latency_context_and_a_row_after_warm_up(tmp_path):
     assert "after warm-up (the first 1 frame(s) of each camera left out)" in report and "mean (ms)" in report
     summary.pop("latency_context")
     assert "Measurement conditions were not recorded" in write_report(tmp_path / "r.html", summary, {}, {}).read_text()
+def test_verdicts_compare_with_input_and_reinhard_per_camera_and_say_losses(tmp_path):
+    from simharmon.eval.verdict import losses, verdict_lines
+
+    result = _result()
+    result.rows.append(_row("a", 0, "reinhard", mse=1.0, psnr=45.0, ssim=0.95, fmse=5.0, bmse=0.0, fg_ratio=0.02,
+                            fg_bin="0-5%", warp_error=0.1))
+    summary = summarize(result, {"drive": {"name": "d", "cameras": ["a"], "path": "/x", "kind": "folder", "fps": 10}})
+    overall = summary["verdicts"]["overall"]
+    assert overall["fmse"]["vs_input"] == "win" and overall["fmse"]["vs_reinhard"] == "loss"  # 10 vs 25 / vs 5
+    assert overall["psnr"]["vs_input"] == "win"  # inf vs 31
+    assert overall["warp_error"]["vs_input"] == "loss"  # 0.5 vs 0.0
+    assert "lpips" not in overall  # not computed: no verdict
+    assert summary["verdicts"]["per_camera"]["a"]["ssim"]["vs_input"] == "win"
+    said = losses(summary["verdicts"])
+    assert any("WORSE than Reinhard on fMSE (10.00 vs 5.00)" in line for line in said)
+    assert any("WORSE than its input on warping error" in line for line in said)
+    lines = verdict_lines(summary["verdicts"])
+    assert lines[: len(said)] == said and any(line.startswith("camera a: the model") for line in lines)
+    write_report(tmp_path / "report.html", summary, {}, {})
+    page = (tmp_path / "report.html").read_text()
+    top = page.index("Verdict")
+    assert top < page.index("Image metrics") and "class='loss'" in page and "WORSE than Reinhard on fMSE" in page

@@ -24,6 +24,7 @@ from simharmon.runtime import step as step_module
 from simharmon.runtime.buckets import plan_batches
 from simharmon.runtime.engine import Engine
 from simharmon.runtime.stream import StreamingEnhancer
+from tests.batch_effects import assert_batched_equal
 
 H, W = 16, 32
 FRAMES = 3
@@ -42,13 +43,6 @@ def frames_for(seed, count=FRAMES, height=H, width=W):
     gen = torch.Generator().manual_seed(seed)
     base = torch.rand(1, 3, height, width, generator=gen)
     return [quantize_like_release((base + 0.04 * t).clamp(0, 1)) for t in range(count)]
-
-
-def assert_batched_equal(a, b, what):
-    """Equal up to batch effects: at most one 8-bit level, on under 1 % of values (see the docstring)."""
-    diff = (a - b).abs()
-    assert float(diff.max()) <= 1.01 / 255, what
-    assert float((diff > 0).float().mean()) < 1e-2, what
 
 
 def box_mask(top, left, size=4):

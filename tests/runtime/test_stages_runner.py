@@ -4,10 +4,9 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from simharmon.runtime.stages_runner import StageRunner
 from simharmon.harmonize.stages import UNetStep
 from simharmon.runtime.backends import BackendUnavailable
-
+from simharmon.runtime.stages_runner import StageRunner
 from tests.harmonize.helpers import randomize, tiny_components
 
 

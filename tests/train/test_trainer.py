@@ -82,7 +82,8 @@ def test_config_validation(make_config, tmp_path):
     with pytest.raises(ConfigError, match="learning_rate"):
         load_train_config(bad)
     preset = load_train_config("configs/train-default.yaml")
-    assert preset.enhancer_config().stream.layout == "per_frame" and preset.crop == (256, 144)
+    assert preset.enhancer_config().stream.layout == "per_frame" and preset.crop == (192, 112) and preset.crop_on_mask
+    assert preset.enhancer_config().stream.colour_transform == "smooth_affine_curve" and preset.extra_manifests
 
 
 def test_cli_trains_resumes_and_exports(make_config, tmp_path, capsys):
@@ -230,3 +231,29 @@ def test_temporal_crop_sizes_the_temporal_batches(make_config):
     assert [r["kind"] for r in trainer.run(export=False)] == ["pair", "temporal"]
     with pytest.raises(ConfigError, match="temporal_crop 40x16 must be a multiple"):
         make_config(temporal_crop=(40, 16)).enhancer_config()
+
+
+def test_pooled_manifests_and_crops_on_the_mask(curated):
+    from simharmon.train.data import PairSet, SequenceSet
+
+    one = PairSet(curated / "manifest.json")
+    two = PairSet([curated / "manifest.json", curated / "manifest.json"])
+    assert len(two) == 2 * len(one) and len(set(two.ids)) == len(two.ids)
+    assert len(SequenceSet([curated / "temporal.json"] * 2)) == 2 * len(SequenceSet(curated / "temporal.json"))
+    for seed in range(5):  # a 16x16 crop on the mask always holds some of it
+        batch = two.batch(np.random.default_rng(seed), 4, (16, 16), on_mask=True)
+        assert (batch.masks.flatten(1).amax(1) > 0).all()
+
+
+def test_colour_transform_model_trains_and_resumes(make_config, tmp_path):
+    overrides = {"tokenizer": {"decoder": False},
+                 "stream": {"layout": "per_frame", "offsets": [1, 2], "history": "partial", "mask_condition": True, "region_pixel": True,
+                            "region_pixel_band": 0, "colour_transform": "affine_curve"}}
+    config = make_config(model_overrides=overrides, steps=3, pretrain_steps=1, crop_on_mask=True,
+                         foreground_weight=1.0, out=str(tmp_path / "colour"), checkpoint_every=2)
+    trainer = Trainer(config, progress=False)
+    records = trainer.run(export=False)
+    assert [r["kind"] for r in records] == ["pair", "temporal", "pair"]
+    assert all(np.isfinite(r["loss"]) for r in records)
+    resumed = Trainer(config.replace(steps=4), progress=False)
+    assert resumed.resume() and resumed.step == 3
