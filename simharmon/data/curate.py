@@ -38,11 +38,13 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from ..io.atomic import atomic_path, atomic_save_png, atomic_write_json
 from .degrade import random_artifacts
 from .isp import apply_isp, as_mask, composite, isp_composite, sample_isp_params
 from .photo import photo_pair, photo_sequence
+from .poisson import random_poisson_composite
 from .procedural import procedural_scene
 from .temporal_seq import camera_path, crop_sequence
 
@@ -221,7 +223,6 @@ def make_pair(recipe: str, image: np.ndarray, mask: np.ndarray, rng: np.random.G
         out, params = isp_composite(image, mask, rng)
         return out, {"isp": params.to_dict()}
     if recipe == "poisson":
-        from .poisson import random_poisson_composite
 
         return random_poisson_composite(image, mask, rng)
     if recipe == "artifacts":
@@ -284,7 +285,6 @@ def curate(sources, out: Path, config: CurateConfig = CurateConfig(), progress: 
     missing = [r for r in config.recipes if r in MODEL_RECIPES and not (recipes and r in recipes)]
     if missing:
         raise ValueError(f"recipe(s) {missing} need their model (for 'inverse': --inverse-weights and --classifier)")
-    from tqdm import tqdm
 
     out = Path(out)
     if out.exists() and not out.is_dir():

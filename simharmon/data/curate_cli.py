@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional
 
 from ..argtypes import positive_int
+from .curate import MODEL_RECIPES, CurateConfig, curate, load_sources
 
 __all__ = ["HELP", "configure", "run"]
 
@@ -71,7 +72,6 @@ def run(args: argparse.Namespace,
     recipe_builders: name -> builder of a model-based recipe from the parsed arguments (the CLI
     passes ``{"inverse": simharmon.harmonize.inverse.inverse_recipe_from_args}``).
     """
-    from .curate import MODEL_RECIPES, CurateConfig, curate, load_sources
 
     if args.procedural < 0:
         raise ValueError("--procedural must be >= 0")

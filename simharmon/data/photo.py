@@ -30,12 +30,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
+import cv2
 import numpy as np
 
 from .isp import IspRanges, apply_isp, composite, sample_isp_params
 
 __all__ = ["PHOTO_RANGES", "MILD_SCALE", "PhotoPair", "PhotoSequence", "random_view", "random_region",
-           "random_change", "photo_pair", "photo_sequence", "view_flow", "cv2_module"]
+           "random_change", "photo_pair", "photo_sequence", "view_flow"]
 
 PHOTO_RANGES = IspRanges(exposure_ev=(-1.2, 1.2), temperature=(-0.3, 0.3), tint=(-0.15, 0.15), tone=(0.0, 0.6),
                          gamma=(0.75, 1.33), contrast=(0.8, 1.25), saturation=(0.6, 1.5), noise=(0.0, 0.0))
@@ -43,15 +44,6 @@ MILD_SCALE = 0.15
 _NEUTRAL = {"exposure_ev": 0.0, "temperature": 0.0, "tint": 0.0, "tone": 0.0, "gamma": 1.0, "contrast": 1.0,
             "saturation": 1.0, "noise": 0.0}
 COVERAGE = (0.05, 0.30)
-
-
-def cv2_module():
-    """OpenCV (the ``photo`` recipe's resampling and GrabCut), with a clear error when missing."""
-    try:
-        import cv2
-    except ImportError as exc:  # pragma: no cover - opencv-python-headless is a core dependency
-        raise ImportError("the photo recipe needs OpenCV: pip install opencv-python-headless") from exc
-    return cv2
 
 
 @dataclass(frozen=True)
@@ -100,7 +92,6 @@ def random_view(rng: np.random.Generator, photo: np.ndarray, size: Tuple[int, in
     than the output, so views are not upsampled), placed uniformly. Returns (uint8 ``[h, w, 3]``,
     ``{"x", "y", "width"}`` of the crop in photo pixels).
     """
-    cv2 = cv2_module()
     _check_photo(photo, size)
     out_w, out_h = size
     widest = _max_crop(photo.shape[:2], size)
@@ -117,7 +108,6 @@ def random_view(rng: np.random.Generator, photo: np.ndarray, size: Tuple[int, in
 
 
 def _largest_part(mask: np.ndarray) -> np.ndarray:
-    cv2 = cv2_module()
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     if count <= 1:
         return np.zeros_like(mask, dtype=bool)
@@ -127,7 +117,6 @@ def _largest_part(mask: np.ndarray) -> np.ndarray:
 
 def _grabcut(rng: np.random.Generator, view: np.ndarray):
     """An object GrabCut finds in a random rectangle, or None when it covers outside 5-30 %."""
-    cv2 = cv2_module()
     height, width = view.shape[:2]
     rect_w = int(rng.uniform(0.22, 0.55) * width)
     rect_h = int(rng.uniform(0.3, 0.7) * height)
@@ -149,7 +138,6 @@ def _grabcut(rng: np.random.Generator, view: np.ndarray):
 
 def _blob(rng: np.random.Generator, height: int, width: int, coverage: float) -> np.ndarray:
     """A smooth random blob: low-frequency noise plus a bump at a random centre, thresholded."""
-    cv2 = cv2_module()
     grid = rng.standard_normal((6, 10)).astype(np.float32)
     field = cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -179,7 +167,6 @@ def _shape(rng: np.random.Generator, height: int, width: int, coverage: float, k
 
 def _colour_segment(rng: np.random.Generator, view: np.ndarray):
     """A connected part of one colour cluster (k-means on Lab, k = 3..6) covering 5-30 %, or None."""
-    cv2 = cv2_module()
     small = cv2.resize(view, (view.shape[1] // 2, view.shape[0] // 2), interpolation=cv2.INTER_AREA)
     lab = cv2.cvtColor(cv2.GaussianBlur(small, (5, 5), 0), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
     k = int(rng.integers(3, 7))
@@ -287,7 +274,6 @@ def _camera(rng: np.random.Generator, photo_hw: Tuple[int, int], size: Tuple[int
 def photo_sequence(rng: np.random.Generator, photo: np.ndarray, size: Tuple[int, int], frames: int,
                    jitter_ev: float = 0.2, grabcut_share: float = 0.4) -> PhotoSequence:
     """``frames`` views of ``photo`` along a panning / zooming camera with exact flow (module docstring)."""
-    cv2 = cv2_module()
     _check_photo(photo, size)
     if frames < 2:
         raise ValueError(f"a sequence needs at least 2 frames, got {frames}")
@@ -324,7 +310,6 @@ def _compose(first: np.ndarray, current: np.ndarray) -> np.ndarray:
 
 def _warp_area(photo: np.ndarray, matrix: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     """The view of ``matrix`` with area averaging: a box prefilter at the view's scale, then the affine."""
-    cv2 = cv2_module()
     scale = matrix[0, 0]
     factor = int(np.floor(scale))
     if factor < 2:

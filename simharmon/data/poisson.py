@@ -12,19 +12,12 @@ from __future__ import annotations
 
 from typing import Dict, Tuple
 
+import cv2
 import numpy as np
 
 from .isp import DEFAULT_RANGES, IspRanges, apply_isp, as_mask, composite, sample_isp_params
 
 __all__ = ["poisson_blend", "random_poisson_composite"]
-
-
-def _cv2():
-    try:
-        import cv2
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the poisson recipe needs OpenCV: pip install opencv-python-headless") from exc
-    return cv2
 
 
 def poisson_blend(source: np.ndarray, destination: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -33,7 +26,6 @@ def poisson_blend(source: np.ndarray, destination: np.ndarray, mask: np.ndarray)
     source, destination: uint8 ``[H, W, 3]`` RGB; mask: ``[H, W]`` (non-zero = foreground).
     Returns uint8 ``[H, W, 3]``; equal to ``destination`` outside the mask and when it is empty.
     """
-    cv2 = _cv2()
     binary = as_mask(mask, destination.shape[:2]) > 0
     if not binary.any():
         return destination.copy()

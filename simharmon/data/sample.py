@@ -22,6 +22,8 @@ from typing import List, Union
 
 import numpy as np
 
+from ..io.atomic import atomic_save_png
+
 __all__ = ["make_sample_frames", "write_sample", "sample_frames_dir", "SAMPLE_NAME_FORMAT"]
 
 SAMPLE_NAME_FORMAT = "frame_{index:03d}.png"
@@ -205,7 +207,6 @@ def write_sample(out_dir: Union[str, os.PathLike], **kwargs) -> List[Path]:
 
     kwargs are passed to :func:`make_sample_frames`. Returns the written paths in order.
     """
-    from ..io.atomic import atomic_save_png  # local: keeps this module importable without PIL
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,10 @@ from typing import Dict, List, Union
 
 import numpy as np
 
+from ..io.atomic import atomic_write_bytes
+from ..io.drive import CameraInfo, Intrinsics
+from ..io.drive_folder import DriveFolderWriter
+
 __all__ = [
     "WIDTH", "HEIGHT", "FPS", "NUM_FRAMES", "FOCAL", "CX", "CY", "EGO_STEP",
     "make_sample_drive", "write_sample_drive", "sample_drive_dir", "camera_pose",
@@ -280,9 +284,6 @@ def make_sample_drive(num_frames: int = NUM_FRAMES) -> Dict[str, Dict[str, List[
 
 def write_sample_drive(out_dir: Union[str, os.PathLike], num_frames: int = NUM_FRAMES, overwrite: bool = False) -> Path:
     """Render the sample drive into ``out_dir`` in the drive folder format; returns the folder."""
-    from ..io.atomic import atomic_write_bytes
-    from ..io.drive import CameraInfo, Intrinsics
-    from ..io.drive_folder import DriveFolderWriter
 
     data = make_sample_drive(num_frames)
     intrinsics = Intrinsics(FOCAL, FOCAL, CX, CY)

@@ -17,6 +17,7 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 import torch
+from kornia.color import lab_to_rgb, rgb_to_lab
 
 __all__ = ["identity", "reinhard_transfer", "BASELINES"]
 
@@ -34,7 +35,6 @@ def reinhard_transfer(image: np.ndarray, mask: Optional[np.ndarray]) -> np.ndarr
     image: uint8 ``[H, W, 3]`` sRGB; mask: ``[H, W]`` foreground weights in [0, 1] (or bool/uint8).
     Returns uint8 ``[H, W, 3]`` (rounded).
     """
-    from kornia.color import lab_to_rgb, rgb_to_lab
 
     if mask is None:
         return image

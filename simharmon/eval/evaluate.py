@@ -21,8 +21,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..io.drive import Drive
+from ..io.frame_sources import load_image_rgb
 from .baselines import BASELINES
 from .flow import RaftFlow, depth_flow_pair
 from .image_metrics import score_image
@@ -151,9 +153,7 @@ def evaluate_drive(drive: Drive, outputs: Dict[str, Sequence[Path]], latency: Di
     latency: camera -> frame name -> milliseconds (None when not measured, e.g. lost in a crash).
     Returns one row per (camera, frame, method), in that order.
     """
-    from tqdm import tqdm
 
-    from ..io.frame_sources import load_image_rgb
 
     load_output = load_output or load_image_rgb
     result = EvalResult()

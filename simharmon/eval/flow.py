@@ -21,6 +21,10 @@ from typing import Tuple, Union
 
 import numpy as np
 import torch
+from kornia.geometry.camera.perspective import project_points
+from kornia.geometry.depth import depth_to_3d_v2
+from kornia.geometry.linalg import compose_transformations, inverse_transformation, transform_points
+from torchvision.models.optical_flow import raft_large
 
 from ..models.checkpoints import CheckpointError, load_torch_file
 
@@ -44,9 +48,6 @@ def flow_from_depth(depth: np.ndarray, intrinsics: np.ndarray, pose_from: np.nda
         no surface: a point at infinity); intrinsics: ``[3, 3]``; poses: camera-to-world ``[4, 4]``.
     Returns float32 ``[H, W, 2]`` (dx, dy in pixels); NaN where the point lands behind the camera.
     """
-    from kornia.geometry.camera.perspective import project_points
-    from kornia.geometry.depth import depth_to_3d_v2
-    from kornia.geometry.linalg import compose_transformations, inverse_transformation, transform_points
 
     depth_t = torch.as_tensor(np.asarray(depth, dtype=np.float64))
     if depth_t.dim() != 2:
@@ -88,8 +89,6 @@ class RaftFlow:
     """
 
     def __init__(self, weights: Union[str, Path], device: str = "cpu", num_flow_updates: int = RAFT_UPDATES):
-        from torchvision.models.optical_flow import raft_large
-
         path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"RAFT weights file not found: {path}")

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from typing import Dict, Optional, Tuple
 
 import numpy as np
+import torch
+from kornia.metrics import ssim as kornia_ssim
 from PIL import Image
 
 __all__ = [
@@ -126,8 +128,6 @@ def bmse(out: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> Optional[float]:
 
 def ssim(out: np.ndarray, gt: np.ndarray) -> float:
     """Mean of kornia's SSIM map (Gaussian window 11, sigma 1.5, data range 255) over RGB ``[H, W, 3]`` images."""
-    import torch
-    from kornia.metrics import ssim as kornia_ssim
 
     if out.shape != gt.shape:
         raise ValueError(f"output {list(out.shape)} and ground truth {list(gt.shape)} differ in shape")

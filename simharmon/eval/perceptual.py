@@ -28,6 +28,7 @@ from typing import Dict, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
 from ..models.checkpoints import CheckpointError, load_torch_file
@@ -78,8 +79,6 @@ class LPIPS:
     """LPIPS distance from local backbone + heads files; ``lpips(a, b)`` on uint8 ``[H, W, 3]`` images."""
 
     def __init__(self, backbone: PathLike, heads: PathLike, device: str = "cpu"):
-        import torchvision
-
         head_state = load_state_file(heads, "LPIPS heads")
         try:
             weights = [head_state[f"lin{k}.model.1.weight"] for k in range(5)]

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 import torch
+from PIL import Image
 
-from ..data.photo import PhotoSequence, cv2_module, photo_pair, photo_sequence
+from ..data.photo import PhotoSequence, photo_pair, photo_sequence
 from .baselines import reinhard_transfer
 from .image_metrics import score_image
 from .temporal import flow_to_tensor, occlusion_mask, warp
@@ -50,7 +52,6 @@ class PhotoSample:
 
 def heldout_photos(folder: Path = HELDOUT_PHOTOS) -> List[Tuple[str, np.ndarray]]:
     """(name, uint8 ``[H, W, 3]``) of every .jpg/.png in ``folder``, sorted by name."""
-    from PIL import Image
 
     folder = Path(folder)
     files = sorted(p for p in folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
@@ -83,7 +84,6 @@ def laplacian_energy(image: np.ndarray, mask: np.ndarray, erode: int = 2) -> flo
     The erosion keeps the mask's own edge (where a composite may have a seam) out of the measure.
     Returns 0.0 when the eroded mask is empty.
     """
-    cv2 = cv2_module()
     inner = mask > 0
     if erode > 0:
         kernel = np.ones((2 * erode + 1, 2 * erode + 1), np.uint8)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+from matplotlib.figure import Figure
+
 from ..io.atomic import atomic_path
 from .evaluate import GROUND_TRUTH, METHODS
 
@@ -24,13 +26,10 @@ _STYLE = {"enhancer": ("tab:blue", "-"), "identity": ("tab:gray", "--"), "reinha
           GROUND_TRUTH: ("tab:green", ":")}
 
 
-def _figure(rows_per_camera: int):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+def _subplots(*args, **kwargs):
+    """A figure of its own (no pyplot: nothing global, and the caller's backend is left alone)."""
+    figure = Figure()
+    return figure, figure.subplots(*args, **kwargs)
 
 
 def _save(figure, path: Path) -> None:
@@ -39,8 +38,8 @@ def _save(figure, path: Path) -> None:
 
 
 def _metric_plot(rows: List[Dict[str, object]], cameras: Sequence[str], key: str, ylabel: str, title: str, path: Path):
-    plt = _figure(len(cameras))
-    figure, axes = plt.subplots(len(cameras), 1, figsize=(8, 2.6 * len(cameras)), squeeze=False, sharex=True)
+    figure, axes = _subplots(len(cameras), 1, squeeze=False, sharex=True)
+    figure.set_size_inches(8, 2.6 * len(cameras))
     for axis, camera in zip(axes[:, 0], cameras):
         drawn = False
         for method in METHODS + (GROUND_TRUTH,):
@@ -62,13 +61,12 @@ def _metric_plot(rows: List[Dict[str, object]], cameras: Sequence[str], key: str
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     _save(figure, path)
-    plt.close(figure)
 
 
 def _latency_plot(rows: List[Dict[str, object]], path: Path) -> None:
-    plt = _figure(1)
     values = [float(r["latency_ms"]) for r in rows if r["method"] == "enhancer" and r["latency_ms"] is not None]
-    figure, axis = plt.subplots(figsize=(8, 3))
+    figure, axis = _subplots()
+    figure.set_size_inches(8, 3)
     if values:
         axis.hist(values, bins=min(40, max(5, len(values) // 2)), color="tab:blue", alpha=0.8)
         mean = sum(values) / len(values)
@@ -81,7 +79,6 @@ def _latency_plot(rows: List[Dict[str, object]], path: Path) -> None:
     axis.set_title("Latency histogram (all cameras)", fontsize=10)
     figure.tight_layout()
     _save(figure, path)
-    plt.close(figure)
 
 
 def write_plots(rows: List[Dict[str, object]], out_dir: Path) -> Dict[str, Path]:

@@ -19,6 +19,7 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from ..io.atomic import atomic_save_png, atomic_write_json
 from .methods import Harmonizer
@@ -107,7 +108,6 @@ def harmonize_pairs(pairs: List[Tuple[str, Path, Path]], harmonizer: Harmonizer,
                     overwrite: bool = False, progress: bool = True,
                     on_image: Optional[Callable[[str], None]] = None) -> HarmonizeResult:  # fmt: skip
     """Harmonize every (stem, image, mask) into ``out/<method>/<stem>.png`` (resumable, atomic)."""
-    from tqdm import tqdm
 
     folder = Path(out) / harmonizer.name
     if folder.exists() and not folder.is_dir():

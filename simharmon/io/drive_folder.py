@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from .atomic import atomic_path, atomic_save_png, atomic_write_bytes, atomic_write_json
 from .drive import CameraInfo, Drive, DriveError, DriveInfo, Intrinsics, check_image
@@ -433,7 +434,6 @@ def write_drive(drive: Drive, root: PathLike, overwrite: bool = False, progress:
 
     All cameras must have the same number of frames (a shared clock).
     """
-    from tqdm import tqdm
 
     counts = {name: drive.frame_count(name) for name in drive.cameras}
     if len(set(counts.values())) != 1:

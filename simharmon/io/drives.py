@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Union
 
@@ -71,7 +72,6 @@ def open_drive(path: Union[str, Path], kind: str = "auto", fps: Optional[float] 
     else:  # pragma: no cover - guarded above
         raise ValueError(kind)
     if fps is not None and kind == "folder":
-        from dataclasses import replace
 
         drive.info = replace(drive.info, fps=fps)
     return drive

@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 __all__ = [
@@ -313,9 +315,6 @@ def _take_prefixed(state: Mapping[str, Any], live: Tuple[str, ...], ema: Tuple[s
 
 
 def _read_safetensors(path: Path) -> CheckpointParts:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -425,7 +424,6 @@ def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what
 def save_safetensors(path: str | Path, dit: nn.Module, tokenizer: nn.Module, config: Optional[dict] = None,
                      extra_metadata: Optional[Dict[str, str]] = None) -> None:
     """Export DiT and tokenizer weights as one safetensors file (written atomically)."""
-    from safetensors.torch import save_file
 
     tensors = {f"dit.{k}": v.detach().contiguous().cpu() for k, v in dit.state_dict().items()}
     tensors.update({f"tokenizer.{k}": v.detach().contiguous().cpu() for k, v in tokenizer.state_dict().items()})

@@ -10,8 +10,18 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
 
+from ..eval.baselines import reinhard_transfer
+from ..eval.evaluate import evaluate_drive, one_thread
+from ..eval.plots import write_plots
+from ..eval.report import write_report
+from ..eval.summary import summarize, write_rows_csv, write_rows_json, write_summary
 from ..io.drive import Drive
+from ..io.frame_sources import load_image_rgb
+from ..io.mcap_write import write_mcap
+from ..io.video import write_mp4
 
 __all__ = ["write_outputs", "side_by_side_frames", "COLUMN_LABELS"]
 
@@ -20,8 +30,6 @@ _LABEL_HEIGHT = 14
 
 
 def _label_strip(width: int, text: str) -> np.ndarray:
-    from PIL import Image, ImageDraw
-
     strip = Image.new("RGB", (width, _LABEL_HEIGHT), (24, 24, 24))
     ImageDraw.Draw(strip).text((4, 1), text, fill=(235, 235, 235))  # PIL's built-in bitmap font
     return np.asarray(strip)
@@ -32,9 +40,6 @@ def side_by_side_frames(drive: Drive, outputs: Dict[str, Sequence[Path]]) -> Ite
 
     Rows are padded to the widest camera; the video is as long as the shortest camera's outputs.
     """
-    from ..eval.baselines import reinhard_transfer
-    from ..eval.evaluate import one_thread
-    from ..io.frame_sources import load_image_rgb
 
     cameras = [c for c in outputs if outputs[c]]
     if not cameras:
@@ -63,11 +68,6 @@ def side_by_side_frames(drive: Drive, outputs: Dict[str, Sequence[Path]]) -> Ite
 
 
 def _write_videos(drive: Drive, out_dir: Path, outputs: Dict[str, Sequence[Path]], progress: bool) -> Dict[str, Path]:
-    from tqdm import tqdm
-
-    from ..io.frame_sources import load_image_rgb
-    from ..io.video import write_mp4
-
     videos: Dict[str, Path] = {}
     total = sum(len(p) for p in outputs.values()) + min((len(p) for p in outputs.values()), default=0)
     bar = tqdm(total=total, unit="frame", desc="videos", disable=not progress)
@@ -94,10 +94,6 @@ def write_outputs(drive: Drive, out_dir: Path, outputs: Dict[str, Sequence[Path]
                   latency: Dict[str, Dict[str, Optional[float]]], eval_options, context: Dict[str, object],
                   mcap: bool, result, log: Callable[[str], None]) -> None:
     """Evaluate, then write metrics, plots, videos, report (and MCAP); fills ``result``'s paths."""
-    from ..eval.evaluate import evaluate_drive
-    from ..eval.plots import write_plots
-    from ..eval.report import write_report
-    from ..eval.summary import summarize, write_rows_csv, write_rows_json, write_summary
 
     if not any(outputs.values()):
         log("nothing enhanced yet: no metrics or report written")
@@ -120,8 +116,6 @@ def write_outputs(drive: Drive, out_dir: Path, outputs: Dict[str, Sequence[Path]
     result.videos = videos
     result.report_path = write_report(out_dir / "report.html", summary, plots, videos)
     if mcap:
-        from ..io.frame_sources import load_image_rgb
-        from ..io.mcap_write import write_mcap
 
         enhanced = {c: (lambda paths=paths: (load_image_rgb(p) for p in paths)) for c, paths in outputs.items()}
         result.mcap_path = write_mcap(drive, out_dir / "enhanced.mcap", enhanced, progress=eval_options.progress)

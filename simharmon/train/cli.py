@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .config import load_train_config
+from .trainer import Trainer
+
 __all__ = ["HELP", "configure", "run"]
 
 HELP = "train an enhancer on curated pairs (single-step recipe; resumable; DDP under torchrun)"
@@ -32,8 +35,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train; prints where the outputs went. Returns the exit code."""
-    from .config import load_train_config
-    from .trainer import Trainer
 
     overrides = {key: value for key, value in (
         ("manifest", args.manifest), ("temporal_manifest", args.temporal_manifest), ("out", args.out),

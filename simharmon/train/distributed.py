@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 __all__ = ["DistInfo", "init_distributed", "wrap_ddp", "barrier", "resolve_device"]
 
@@ -60,7 +61,6 @@ def wrap_ddp(module: nn.Module, info: DistInfo, device: torch.device) -> nn.Modu
     """``module`` wrapped in DDP when a process group is active, else itself."""
     if not info.active:
         return module
-    from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
     # Single-frame clips leave the VAE's temporal convolutions (time_conv) without gradients.

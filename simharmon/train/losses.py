@@ -15,7 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models.vgg import cfgs, make_layers
 
+from ..eval.perceptual import load_state_file
 from ..eval.temporal import occlusion_mask
 
 __all__ = ["foreground_l2_loss", "l2_loss", "VggPerceptual", "temporal_warping_loss", "warp_bilinear", "VGG_LAYERS"]
@@ -66,9 +68,7 @@ class VggPerceptual(nn.Module):
             warnings.warn("no VGG16 weights given (train.vgg_weights): the perceptual loss is switched off",
                           stacklevel=2)
             return None
-        from torchvision.models.vgg import cfgs, make_layers
 
-        from ..eval.perceptual import load_state_file
 
         state = load_state_file(path, "VGG16")
         if any(k.startswith("features.") for k in state):

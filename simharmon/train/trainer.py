@@ -27,8 +27,10 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from ..config import config_from_dict, config_to_dict
+from ..eval.flow import RaftFlow
 from ..io.atomic import atomic_path, atomic_write_json
 from ..io.pixels import frame_to_model, model_to_frame
 from ..models.checkpoints import load_torch_file
@@ -113,7 +115,6 @@ def history_references(model: EnhancerModel, stream, images: Sequence[torch.Tens
     return result
 
 
-
 def condition_mask(model: EnhancerModel, mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     """The DiT's mask input for pixel mask ``[B, 1, H, W]``, as ``StreamingEnhancer`` makes it."""
     return stream_condition_mask(model.config.stream, mask, model.config.tokenizer.spatial_compression)
@@ -165,7 +166,6 @@ class Trainer:
                 self.perceptual = self.perceptual.to(self.device)
         self.raft = None
         if self.sequences is not None and config.flow_source == "raft":
-            from ..eval.flow import RaftFlow
 
             self.raft = RaftFlow(config.raft_weights, device=str(self.device))
         self.out = Path(config.out)
@@ -339,7 +339,6 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, steps: Optional[int] = None, export: bool = True) -> List[dict]:
         """Train until ``steps`` (default ``config.steps``); checkpoint, log to ``OUT/log.jsonl``, export."""
-        from tqdm import tqdm
 
         end = self.config.steps if steps is None else steps
         main = self.dist.is_main
