@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test lint venv cpp replay-demo bench-bridge bench-default-model gpu-check protos bench-sensorsim
+.PHONY: demo test lint venv cpp replay-demo bench-bridge bench-default-model gpu-check protos bench-sensorsim bench-fleet
 
 $(VENV)/.runtime-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,3 +55,6 @@ protos:
 
 bench-sensorsim: $(VENV)/.runtime-installed
 	$(PY) benchmarks/sensorsim_proxy.py
+
+bench-fleet: $(VENV)/.dev-installed
+	$(PY) benchmarks/fleet.py

@@ -103,11 +103,8 @@ def test_replica_killed_mid_stream(fleet):
         assert len(before) == 8
         victim = next(iter(before.values()))
         on_victim = {k for k, r in before.items() if r == victim}
-        try:
-            processor.handle.options(multiplexed_model_id=next(iter(on_victim))).exit_for_fault_test.remote().result(
-                timeout_s=30)
-        except Exception:
-            pass  # the replica died while answering: expected
+        # Not waited for: the next frames race the replica's death (some may be in flight when it dies).
+        processor.handle.options(multiplexed_model_id=next(iter(on_victim))).exit_for_fault_test.remote()
         after = _rounds(clients, range(4, 12))
         assert len(after) == 8 * 8, "a frame went unanswered"
         assert all(r.kind == "result" for r in after.values()), {k: r.kind for k, r in after.items() if r.kind != "result"}
