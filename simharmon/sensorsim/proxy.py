@@ -158,7 +158,8 @@ class SensorsimProxy:
         wants_mask = self.use_masks and len(request.dynamic_objects) > 0
         background = _background_request(request) if wants_mask else None
         reply, extra = self._upstream(self._render, request, context, background)
-        item = self._item(request, _camera(request), reply.image_bytes, extra.image_bytes if extra else None)
+        item = self._item(request, _camera(request), reply.image_bytes,
+                          extra.image_bytes if extra is not None else None)
         outcome = self.enhancer.enhance([item])[0]
         if outcome.error is not None and self.config.strict:
             context.abort(grpc.StatusCode.INTERNAL, f"simharmon proxy (--strict): {outcome.error}")
