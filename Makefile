@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test lint venv cpp replay-demo bench-bridge bench-default-model gpu-check
+.PHONY: demo test lint venv cpp replay-demo bench-bridge bench-default-model gpu-check protos bench-sensorsim bench-fleet
 
 $(VENV)/.runtime-installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,3 +46,15 @@ bench-bridge: $(VENV)/.runtime-installed
 GPU_PY ?= $(shell test -x $(PY) && echo $(PY) || echo $(PYTHON))
 gpu-check:
 	$(GPU_PY) benchmarks/gpu_check.py $(ARGS)
+
+# The SensorsimService's generated code (committed; tests/sensorsim checks it is current). Needs grpcio-tools.
+protos:
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. \
+		simharmon/sensorsim/protos/common.proto simharmon/sensorsim/protos/sensorsim.proto
+	rm -f simharmon/sensorsim/protos/common_pb2_grpc.py
+
+bench-sensorsim: $(VENV)/.runtime-installed
+	$(PY) benchmarks/sensorsim_proxy.py
+
+bench-fleet: $(VENV)/.dev-installed
+	$(PY) benchmarks/fleet.py

@@ -21,10 +21,12 @@ from typing import Callable, Dict, Optional, Sequence
 from . import __version__
 from .bridge import cli as serve_cli
 from .data import curate_cli
+from .fleet import cli as fleet_cli
 from .harmonize import cli as harmonize_cli
 from .models.checkpoints import CheckpointError
 from .replay import cli as replay_cli
 from .replay import enhance_cli
+from .sensorsim import cli as proxy_cli
 from .train import cli as train_cli
 
 __all__ = ["main", "build_parser", "package_version", "Subcommand", "SUBCOMMANDS", "COMMANDS"]
@@ -35,7 +37,7 @@ EXIT_INTERRUPTED = 130
 USER_ERRORS = (OSError, ValueError, CheckpointError)  # reported as one line, not a traceback
 
 COMMANDS = (("enhance", enhance_cli), ("replay", replay_cli), ("serve", serve_cli), ("curate", curate_cli),
-            ("train", train_cli), ("harmonize", harmonize_cli))
+            ("train", train_cli), ("harmonize", harmonize_cli), ("proxy", proxy_cli), ("fleet", fleet_cli))
 
 
 @dataclass(frozen=True)
